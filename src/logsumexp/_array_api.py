@@ -1,0 +1,231 @@
+"""Namespace discovery, dtype promotion and argument checks shared by every array-core function.
+
+Every public function starts the same way (as SciPy and array-api-extra do): find the array
+namespace of its inputs, turn Python lists and scalars into NumPy arrays, check the arguments, and
+choose the *working* dtype in which the arithmetic is done. Keeping these steps here means every
+function gives the same error for the same mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+Array = Any  # any Python Array API array (NumPy, PyTorch, Dask, JAX, CuPy, array-api-strict)
+Axis = int | Sequence[int] | None
+
+
+def namespace(*arrays: Any) -> Any:
+    """The array namespace shared by ``arrays`` (``None`` entries and Python scalars are ignored).
+
+    Python lists and scalars alone mean NumPy, as in SciPy.
+    """
+    real = [a for a in arrays if a is not None and array_api_compat.is_array_api_obj(a)]
+    if not real:
+        return array_api_compat.array_namespace(np.empty(0))
+    try:
+        return array_api_compat.array_namespace(*real)
+    except TypeError as err:
+        raise TypeError(f"inputs come from different array libraries: {err}") from None
+
+
+def as_array(xp: Any, x: Any, name: str) -> Array:
+    """``x`` as an array of namespace ``xp`` (lists and scalars converted), numeric, not complex."""
+    if not array_api_compat.is_array_api_obj(x):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as err:
+            raise TypeError(f"{name} must be an array or a nested sequence of numbers: {err}") from None
+        if x.dtype == object or x.dtype.kind in "USV":
+            raise TypeError(f"{name} must hold numbers, got an array of dtype {x.dtype}")
+        x = xp.asarray(x)
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"{name} must be real; complex input (dtype {x.dtype}) is not supported")
+    if not (xp.isdtype(x.dtype, "numeric") or xp.isdtype(x.dtype, "bool")):
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    return x
+
+
+def default_float(xp: Any) -> Any:
+    """The namespace's default real floating dtype (what integers promote to)."""
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return torch.get_default_dtype()
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["real floating"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.float64
+
+
+def float_dtype(xp: Any, x: Array, dtype: Any = None) -> Any:
+    """The dtype a result comes back in: ``dtype`` if given, else x's float dtype (integers → default)."""
+    if dtype is not None:
+        try:
+            ok = xp.isdtype(dtype, "real floating")
+        except (TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise TypeError(f"dtype must be a real floating dtype of {xp.__name__}, got {dtype!r}")
+        return dtype
+    if xp.isdtype(x.dtype, "real floating"):
+        return x.dtype
+    return default_float(xp)
+
+
+def work_dtype(xp: Any, x: Array, out_dtype: Any) -> Any:
+    """The dtype the arithmetic is done in.
+
+    float16 and bfloat16 are accumulated in at least float32, and everything on a CPU is
+    accumulated in float64 (one extra rounding at the very end instead of one per term; this is
+    what makes float32 results correctly rounded). On an accelerator float32 stays float32.
+    """
+    if _on_cpu(xp, x) and _has_float64(xp):
+        return xp.float64
+    if out_dtype == getattr(xp, "float64", None):
+        return out_dtype
+    return xp.float32
+
+
+def _on_cpu(xp: Any, x: Array) -> bool:
+    if array_api_compat.is_torch_namespace(xp):
+        return x.device.type == "cpu"
+    if array_api_compat.is_cupy_namespace(xp):
+        return False
+    if array_api_compat.is_jax_namespace(xp):
+        return all(d.platform == "cpu" for d in x.devices()) if hasattr(x, "devices") else True
+    return True
+
+
+def _has_float64(xp: Any) -> bool:
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return bool(jax.config.read("jax_enable_x64"))
+    return hasattr(xp, "float64")
+
+
+def is_lazy(xp: Any) -> bool:
+    """Whether values cannot be inspected cheaply (Dask graphs, JAX tracing): no data-dependent branches."""
+    return bool(array_api_compat.is_dask_namespace(xp) or array_api_compat.is_jax_namespace(xp))
+
+
+def is_numpy(xp: Any) -> bool:
+    return bool(array_api_compat.is_numpy_namespace(xp))
+
+
+def normalize_axis(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """``axis`` (int, sequence of ints or None = all) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = (axis,) if _is_int(axis) else axis
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}") from None
+    out = []
+    for a in items:
+        if not _is_int(a):
+            raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+        a = operator.index(a)
+        if not -ndim <= a < ndim:
+            raise np.exceptions.AxisError(
+                f"{name}={axis!r} is out of bounds for an array of dimension {ndim}"
+            )
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def _is_int(a: Any) -> bool:
+    return not isinstance(a, bool) and hasattr(a, "__index__")
+
+
+def check_temperature(temperature: Any) -> float:
+    """A positive finite temperature, as a float."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)):
+        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    return t
+
+
+def broadcast_to_shape(xp: Any, arr: Array, shape: tuple[int, ...], name: str, target: str) -> Array:
+    """``arr`` broadcast to ``shape``, or a ValueError naming both arguments."""
+    try:
+        return xp.broadcast_to(arr, shape)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{name} of shape {tuple(arr.shape)} does not broadcast to {target}'s shape {shape}"
+        ) from err
+
+
+def apply_where(xp: Any, x: Array, where: Any, fill: float = -math.inf) -> Array:
+    """``x`` with the entries where the mask ``where`` is False replaced by ``fill`` (−inf: they vanish)."""
+    if where is None:
+        return x
+    mask = as_array(xp, where, "where")
+    if not xp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"where must be a boolean mask, got dtype {mask.dtype}")
+    mask = broadcast_to_shape(xp, mask, tuple(x.shape), "where", "the input")
+    return xp.where(mask, x, xp.asarray(fill, dtype=x.dtype))
+
+
+def to_single_axis(xp: Any, x: Array, axes: tuple[int, ...]) -> tuple[Array, int]:
+    """View ``x`` so that the reduction over ``axes`` is a reduction over one axis.
+
+    One axis stays where it is (no copy); several are moved to the end and merged.
+    """
+    if len(axes) == 1:
+        return x, axes[0]
+    if x.ndim == 0:
+        return xp.reshape(x, (1,)), 0
+    keep = [d for d in range(x.ndim) if d not in axes]
+    n = math.prod(x.shape[a] for a in axes)
+    if keep:
+        x = xp.permute_dims(x, tuple(keep) + axes)
+    x = xp.reshape(x, tuple(x.shape[d] for d in range(len(keep))) + (n,))
+    return x, len(keep)
+
+
+def restore_axes(xp: Any, out: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
+    """Re-insert the reduced ``axes`` as length-1 dimensions when ``keepdims``."""
+    if not keepdims:
+        return out
+    shape = list(out.shape)
+    for a in axes:  # sorted, so each insertion lands at its final position
+        shape.insert(a, 1)
+    return xp.reshape(out, tuple(shape))
+
+
+def log_nonneg(xp: Any, v: Array) -> Array:
+    """``log(v)`` for ``v ≥ 0`` without a floating-point warning (``log 0 = −inf``, ``v < 0`` → NaN).
+
+    Lazy backends (Dask) evaluate outside any ``errstate`` block, so the core avoids producing
+    warnings in the first place rather than silencing them.
+    """
+    pos = v > 0
+    out = xp.log(xp.where(pos, v, 1.0))
+    return xp.where(pos, out, xp.where(v == 0, -math.inf, xp.full_like(v, math.nan)))
+
+
+def fill(xp: Any, cond: Array, a: float, b: float, like: Array) -> Array:
+    """``a`` where ``cond`` else ``b``, in ``like``'s dtype and shape (two scalars in one ``where``
+    are not allowed by every namespace)."""
+    return xp.where(cond, a, xp.full_like(like, b))
+
+
+@contextlib.contextmanager
+def quiet_fp() -> Iterator[None]:
+    """Silence NumPy's floating-point warnings: −inf − (−inf), 0/0 and log(0) are handled by
+    explicit selects afterwards, so the intermediate NaN/inf values are expected."""
+    with np.errstate(all="ignore"):
+        yield
