@@ -118,7 +118,8 @@ def _prepare_lse(
         shape = _broadcast_shape(xp, x, w)
         x = aa.broadcast_to_shape(xp, x, shape, "a", "the broadcast of a and b")
         w = aa.broadcast_to_shape(xp, w, shape, "b", "a")
-        w = xp.astype(w, x.dtype) if w.dtype != x.dtype else w
+        # weighted inputs are copied by the masking below anyway: promote both to the result dtype
+        x, w = xp.astype(x, out_dtype), xp.astype(w, out_dtype)
         x = xp.where(w == 0, xp.asarray(-math.inf, dtype=x.dtype), x)
     x = aa.apply_where(xp, x, where)
     axes = aa.normalize_axis(axis, x.ndim)
