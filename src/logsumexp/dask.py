@@ -1,0 +1,409 @@
+r"""One-pass LogSumExp, softmax and log-softmax for Dask arrays.
+
+Lazy Dask arrays in, lazy Dask arrays out, like Dask's own reductions. Each function is a
+:func:`dask.array.reduction` over the mergeable ``(max, lead, tail)`` state of
+:mod:`logsumexp._online` (DESIGN.md §3):
+
+* the *chunk* step computes the state of every slice of one input chunk with the array core
+  (``logsumexp._lse.lse_state``: the compiled CPU kernels when they are available, else the
+  blocked NumPy path), so each input chunk is read exactly once;
+* the *combine* steps (Dask's ``split_every`` tree) and the *aggregate* step fold the states of
+  neighbouring chunks with the one merge of the library, ``_online.merge``:
+  ``M = max(m1, m2)``, ``s = s1·e^{m1−M} + s2·e^{m2−M}``;
+* the aggregate turns the merged state into ``m + log|lead| + log1p(tail/lead)``
+  (``_online.value``), which keeps full relative accuracy when the maximum dominates.
+
+The alternatives read the data twice (``m = x.max(); m + log(exp(x − m).sum())`` has two
+consumers per chunk, so every chunk is held in memory or read again between the passes) or lose
+accuracy ("LSE of the chunk LSEs" takes a log per chunk and exponentiates it again: a rounding
+per chunk, and a dominant term no longer keeps the log1p form's relative accuracy). Only
+NumPy-backed Dask arrays are supported (Dask's default); the states travel between workers as
+small float64 arrays (a dict of three arrays, or one structured array at the root).
+
+This module needs ``dask[array]``; ``import logsumexp`` never imports it.
+
+>>> import numpy as np, dask.array as da
+>>> import logsumexp.dask as lsed
+>>> x = da.from_array(np.full(10, 1000.0), chunks=3)
+>>> r = lsed.logsumexp(x)          # lazy
+>>> print(float(r.compute()))      # 1000 + log 10, although exp(1000) overflows
+1002.302585092994
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+try:
+    import dask.array as da
+except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "logsumexp.dask needs the 'dask' package with its array module (dask[array]), which is "
+        f"not installed ({err}); install it with: pip install 'logsumexp[dask]'"
+    ) from err
+
+from . import _array_api as aa
+from ._lse import _prepare_lse, lse_state
+from ._online import State, merge, value
+from ._softmax import from_state
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+# The state of every slice travels between tasks as one structured array, float64 on a CPU
+# (the core's working dtype for every float input): a single Dask array that the value, the sign
+# and the softmax pass can all read without re-reading the input.
+_FIELDS = ("m", "lead", "tail")
+_STATE_DTYPE = np.dtype([(f, np.float64) for f in _FIELDS])
+
+
+# ---------------------------------------------------------------------------------------------
+# The reduction: chunk → (combine →)* aggregate, all on the (max, lead, tail) state
+# ---------------------------------------------------------------------------------------------
+def _chunk_state(
+    x: np.ndarray,
+    w: np.ndarray | None = None,
+    *,
+    axis: tuple[int, ...],
+    keepdims: bool,
+    computing_meta: bool = False,
+) -> Any:
+    """The state of every slice of one input chunk (reduced axes kept with length 1).
+
+    ``_prepare_lse`` promotes integers and sets zero-weight entries to −inf, exactly as the
+    array core does on a whole NumPy array; ``lse_state`` then reads the chunk once.
+    """
+    if computing_meta:  # Dask probes the function on an empty "meta" array
+        return x
+    x1, w1, axes, _ = _prepare_lse(np, x, axis, w, None, None)
+    red = axes
+    if not axes:  # axis=(): each element is its own slice; reduce over a new length-1 axis
+        # (the CPU kernels' 1-D shortcut would otherwise reduce the whole chunk)
+        x1, w1 = x1[..., None], None if w1 is None else w1[..., None]
+        red = (x1.ndim - 1,)
+    with aa.quiet_fp():
+        st = lse_state(np, x1, red, w1)
+    return {f: aa.restore_axes(np, np.asarray(a, dtype=np.float64), axes, True) for f, a in zip(_FIELDS, st)}
+
+
+def _leaves(parts: Any) -> Iterator[dict[str, np.ndarray]]:
+    """The states in Dask's nested lists (one nesting level per reduced axis; a bare dict when
+    no axis is reduced)."""
+    if isinstance(parts, list):
+        for p in parts:
+            yield from _leaves(p)
+    else:
+        yield parts
+
+
+def _merged(parts: Any) -> State:
+    """Fold the states of neighbouring chunks with the library's one merge."""
+    acc: State | None = None
+    with aa.quiet_fp():  # −inf − (−inf) is computed, then discarded by merge's own select
+        for d in _leaves(parts):
+            s = State(d["m"], d["lead"], d["tail"])
+            acc = s if acc is None else merge(np, acc, s)
+    if acc is None:  # pragma: no cover - Dask always hands over at least one part
+        raise ValueError("no state to merge")
+    return acc
+
+
+def _combine(parts: Any, *, axis: tuple[int, ...], keepdims: bool, computing_meta: bool = False) -> Any:
+    """An inner node of the ``split_every`` tree: merged state, still a dict."""
+    if computing_meta:
+        return parts
+    return dict(zip(_FIELDS, _merged(parts)))
+
+
+def _aggregate_value(
+    parts: Any, *, axis: tuple[int, ...], keepdims: bool, out_dtype: np.dtype, computing_meta: bool = False
+) -> np.ndarray:
+    """The root of the tree for ``logsumexp``: merged state → LSE, in the result dtype."""
+    if computing_meta:
+        return np.empty((0,) * (parts.ndim if keepdims else parts.ndim - len(axis)), dtype=out_dtype)
+    st = _merged(parts)
+    with aa.quiet_fp():
+        out = np.asarray(value(np, st)).astype(out_dtype, copy=False)
+    out = out if keepdims else np.squeeze(out, axis=axis)
+    return out[()] if out.ndim == 0 else out  # a NumPy scalar, as Dask's own reductions give
+
+
+def _aggregate_state(
+    parts: Any, *, axis: tuple[int, ...], keepdims: bool, computing_meta: bool = False
+) -> np.ndarray:
+    """The root of the tree for the sign and softmax: the merged state as a structured array."""
+    if computing_meta:
+        return np.empty((0,) * parts.ndim, dtype=_STATE_DTYPE)
+    st = _merged(parts)
+    out = np.empty(st.m.shape, dtype=_STATE_DTYPE)
+    for f, a in zip(_FIELDS, st):
+        out[f] = a
+    return out
+
+
+def _reduce(
+    x: da.Array,
+    axes: tuple[int, ...],
+    w: da.Array | None,
+    split_every: Any,
+    aggregate: Any,
+    keepdims: bool,
+    meta: np.ndarray,
+) -> da.Array:
+    return da.reduction(
+        x,
+        _chunk_state,
+        aggregate,
+        axis=axes,
+        keepdims=keepdims,
+        dtype=meta.dtype,
+        split_every=split_every,
+        combine=_combine,
+        concatenate=False,  # the intermediates are dicts of three arrays, merged by _merged
+        weights=w,
+        meta=meta,
+        name="logsumexp",
+    )
+
+
+def _state(x: da.Array, axes: tuple[int, ...], w: da.Array | None, split_every: Any) -> da.Array:
+    """The merged state of every slice, keepdims, one chunk along each reduced axis."""
+    meta = np.empty((0,) * x.ndim, dtype=_STATE_DTYPE)
+    return _reduce(x, axes, w, split_every, _aggregate_state, True, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument handling
+# ---------------------------------------------------------------------------------------------
+def _as_dask(a: Any, name: str) -> da.Array:
+    """``a`` as a NumPy-backed Dask array of real numbers (NumPy arrays and lists are wrapped)."""
+    if not isinstance(a, da.Array):
+        try:
+            a = da.asarray(np.asarray(a) if not hasattr(a, "dtype") else a)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a Dask array or array_like of numbers: {err}") from None
+    meta = getattr(a, "_meta", None)
+    if type(meta) is not np.ndarray:
+        raise TypeError(
+            f"{name} must be a NumPy-backed Dask array; its chunks are {type(meta).__name__} objects"
+        )
+    if a.dtype.kind not in "biuf":
+        kind = "complex" if a.dtype.kind == "c" else "non-numeric"
+        raise TypeError(f"{name} must hold real numbers, got a {kind} Dask array of dtype {a.dtype}")
+    return a
+
+
+def _float_dtype(*dtypes: np.dtype) -> np.dtype:
+    """The result dtype: the inputs' promoted float dtype (integers and bools → float64)."""
+    floats = [d if d.kind == "f" else np.dtype(np.float64) for d in dtypes]
+    return np.dtype(np.result_type(*floats))
+
+
+def _broadcast(x: da.Array, w: da.Array) -> tuple[da.Array, da.Array]:
+    """``x`` and the weights broadcast to one shape, the weights in ``x``'s chunks (so that the
+    chunk step sees matching blocks and ``x`` is never rechunked)."""
+    try:
+        shape = np.broadcast_shapes(x.shape, w.shape)
+    except ValueError:
+        raise ValueError(f"b of shape {w.shape} does not broadcast against a of shape {x.shape}") from None
+    if x.shape != shape:
+        x = da.broadcast_to(x, shape)
+    if w.shape != shape:
+        w = da.broadcast_to(w, shape)
+    if w.chunks != x.chunks:
+        w = w.rechunk(x.chunks)
+    return x, w
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+def logsumexp(
+    x: Any,
+    axis: aa.Axis = None,
+    b: Any = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    split_every: int | dict[int, int] | None = None,
+) -> da.Array | tuple[da.Array, da.Array]:
+    r"""``log(sum(b * exp(x)))`` over ``axis`` of a Dask array, in one pass over the data.
+
+    .. math::
+
+        \mathrm{LSE}(x) = \log \sum_i b_i e^{x_i} = m + \log b_k
+        + \operatorname{log1p}\Big(\sum_{i \ne k} \frac{b_i}{b_k} e^{x_i - m}\Big),
+        \qquad m = x_k = \max_i x_i .
+
+    One pass: every input chunk is read once, by a task that computes the ``(m, lead, tail)``
+    state of its slices (``Σ b·e^x = e^m (lead + tail)``); Dask's tree reduction then merges the
+    states of neighbouring chunks (``M = max(m1, m2)``, each side scaled by ``e^{m − M}``) and
+    the last task evaluates the formula above. No maximum has to be known in advance, so there
+    is no second pass, and nothing overflows: every exponent is ≤ 0.
+
+    Same semantics as :func:`logsumexp.logsumexp` (and :func:`scipy.special.logsumexp`) on the
+    computed array, to a couple of ulp (the chunks are summed in a different order).
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        Input (NumPy-backed; a NumPy array or a list is wrapped in one chunk).
+    axis : int, tuple of ints or None
+        Axes to reduce over (None: all).
+    b : dask.array.Array or array_like, optional
+        Weights broadcast against ``x`` (rechunked to ``x``'s chunks); may be negative or zero
+        (a zero weight removes its term, even at ``x = ±inf``).
+    keepdims : bool
+        Keep the reduced axes with length 1.
+    return_sign : bool
+        Also return the sign of the sum (+1, −1, 0 or NaN); without it a negative sum gives NaN.
+        Both results are maps of one reduction: computed together (``dask.compute(res, sgn)``)
+        they read the input once.
+    split_every : int or dict, optional
+        Fan-in of Dask's tree reduction (as in Dask's own reductions).
+
+    Returns
+    -------
+    res : dask.array.Array
+        Lazy; the input's float dtype (integers give float64), accumulated in float64.
+    sgn : dask.array.Array
+        Only with ``return_sign``.
+
+    Notes
+    -----
+    Special values per slice (DESIGN.md §2), wherever they sit among the chunks: only −inf or
+    empty → −inf; ``k`` entries +inf → +inf; any NaN → NaN. A chunk that holds only −inf
+    contributes the identity state ``(−inf, 0, 0)``. No floating-point warning is raised.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import logsumexp.dask as lsed
+    >>> x = da.from_array(np.array([[0.0, 1000.0, 1000.0], [-np.inf, -np.inf, -np.inf]]), chunks=(1, 2))
+    >>> r = lsed.logsumexp(x, axis=1)
+    >>> type(r).__name__
+    'Array'
+    >>> print(r.compute())          # [1000 + log 2, -inf]
+    [1000.69314718          -inf]
+    >>> res, sgn = lsed.logsumexp(da.zeros(4, chunks=2), b=np.array([1.0, 1.0, -1.0, -2.0]),
+    ...                           return_sign=True)
+    >>> print(res.compute(), sgn.compute())     # log|1 + 1 - 1 - 2| = 0, sign -1
+    0.0 -1.0
+    """
+    arr = _as_dask(x, "x")
+    w = None if b is None else _as_dask(b, "b")
+    out_dtype = _float_dtype(arr.dtype) if w is None else _float_dtype(arr.dtype, w.dtype)
+    if w is not None:
+        arr, w = _broadcast(arr, w)
+    axes = aa.normalize_axis(axis, arr.ndim)
+    if not return_sign:
+        out_ndim = arr.ndim if keepdims else arr.ndim - len(axes)
+        meta = np.empty((0,) * out_ndim, dtype=out_dtype)
+        agg = partial(_aggregate_value, out_dtype=out_dtype)
+        return _reduce(arr, axes, w, split_every, agg, keepdims, meta)
+    # One reduction to the merged state; the value and the sign are two small elementwise maps
+    # over it (the state has one chunk along the reduced axes, which are dropped unless keepdims).
+    st = _state(arr, axes, w, split_every)
+    drop = () if keepdims else axes
+    kw = {
+        "dtype": out_dtype,
+        "meta": np.empty((0,) * (arr.ndim - len(drop)), dtype=out_dtype),
+        "drop_axis": drop,
+        "out_dtype": out_dtype,
+        "squeeze": drop,
+    }
+    res = da.map_blocks(_value_block, st, sign=False, **kw)
+    sgn = da.map_blocks(_value_block, st, sign=True, **kw)
+    return res, sgn
+
+
+def _value_block(st: np.ndarray, *, out_dtype: np.dtype, sign: bool, squeeze: tuple[int, ...]) -> Any:
+    """The LSE (or its sign) of each merged state of one block, reduced axes dropped."""
+    with aa.quiet_fp():
+        res, sgn = value(np, State(st["m"], st["lead"], st["tail"]), return_sign=True)
+    out = np.squeeze(np.asarray(sgn if sign else res).astype(out_dtype, copy=False), axis=squeeze)
+    return out[()] if out.ndim == 0 else out
+
+
+def softmax(x: Any, axis: aa.Axis = -1, *, split_every: int | dict[int, int] | None = None) -> da.Array:
+    r"""The soft arg max ``exp(x − LSE(x))`` along ``axis`` of a Dask array (lazy).
+
+    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j .
+
+    Two reads of the input, and no more: a softmax writes every element, so after the one-pass
+    reduction of :func:`logsumexp` has produced the ``(m, tail)`` state of each slice, a second,
+    elementwise pass over the chunks (``map_blocks`` with the small state broadcast to them)
+    computes ``e^{x − m} / (1 + tail)``. The reduction itself never makes a separate max pass.
+
+    Special values per slice: all −inf or empty → all 0 (never NaN); ``k`` entries +inf →
+    ``1/k`` on them, 0 elsewhere; any NaN → NaN in that slice only.
+
+    Parameters
+    ----------
+    x : dask.array.Array
+    axis : int or tuple of ints
+        Axes that sum to one (default: the last).
+    split_every : int or dict, optional
+        Fan-in of Dask's tree reduction.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import logsumexp.dask as lsed
+    >>> x = da.from_array(np.array([1000.0, 1000.0, np.inf, np.inf]), chunks=1)
+    >>> print(lsed.softmax(x).compute())
+    [0.  0.  0.5 0.5]
+    >>> print(lsed.softmax(da.from_array(np.full(4, 1000.0), chunks=3)).compute())
+    [0.25 0.25 0.25 0.25]
+    """
+    return _normalize(x, axis, split_every, log=False)
+
+
+def log_softmax(x: Any, axis: aa.Axis = -1, *, split_every: int | dict[int, int] | None = None) -> da.Array:
+    r"""``x − LSE(x)`` along ``axis`` of a Dask array (lazy): the log-probabilities of the softmax.
+
+    .. math:: \log\operatorname{softmax}(x)_i = (x_i - m) - \operatorname{log1p}\Big(\sum_{j \ne k} e^{x_j - m}\Big),
+              \qquad m = x_k = \max_j x_j .
+
+    As for :func:`softmax`: one reduction pass for the state, then one elementwise pass that
+    must read the input again because it writes every element. ``log1p`` keeps the dominant
+    entry's value to full relative accuracy.
+
+    Special values per slice: all −inf or empty → all −inf; ``k`` entries +inf → ``−log k`` on
+    them and −inf elsewhere; any NaN → NaN in that slice only.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import logsumexp.dask as lsed
+    >>> x = da.from_array(np.array([[1000.0, 1000.0, 1000.0]]), chunks=(1, 2))
+    >>> print(lsed.log_softmax(x).compute())     # -log 3 each
+    [[-1.09861229 -1.09861229 -1.09861229]]
+    """
+    return _normalize(x, axis, split_every, log=True)
+
+
+def _normalize(x: Any, axis: aa.Axis, split_every: Any, log: bool) -> da.Array:
+    arr = _as_dask(x, "x")
+    out_dtype = _float_dtype(arr.dtype)
+    axes = aa.normalize_axis(axis, arr.ndim)
+    st = _state(arr, axes, None, split_every)
+    return da.map_blocks(
+        _normalize_block,
+        arr,
+        st,
+        log=log,
+        out_dtype=out_dtype,
+        dtype=out_dtype,
+        meta=np.empty((0,) * arr.ndim, dtype=out_dtype),
+    )
+
+
+def _normalize_block(x: np.ndarray, st: np.ndarray, *, log: bool, out_dtype: np.dtype) -> np.ndarray:
+    """softmax / log_softmax of one chunk, given the merged state of its slices (broadcast)."""
+    with aa.quiet_fp():
+        out = from_state(np, x.astype(np.float64, copy=False), st["m"], st["tail"], log)
+    return np.asarray(out).astype(out_dtype, copy=False)
