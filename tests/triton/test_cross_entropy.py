@@ -1,0 +1,281 @@
+"""Fused cross-entropy kernel against torch in float64: every option, gradients, in-place, special values."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="logsumexp.triton needs torch")
+pytest.importorskip("triton", reason="logsumexp.triton needs the triton package")
+
+import torch.nn.functional as F  # noqa: E402
+
+import logsumexp.triton as lt  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+N, C = 37, 1000
+
+
+def rand(shape, dtype=torch.float32, scale=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
+
+
+def targets(n, c, seed=0, ignore_every=5):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, c, (n,), generator=g)
+    t[::ignore_every] = -100
+    return t.to(DEVICE)
+
+
+def ref_ce(x, t, weight=None, reduction="mean", eps=0.0, z=0.0, cap=None, num_items=None, ignore_index=-100):
+    """Written-out float64 reference: torch's cross-entropy on soft-capped logits plus z·LSE² per counted row."""
+    x = x.double()
+    if cap is not None:
+        x = cap * torch.tanh(x / cap)
+    w = None if weight is None else weight.double()
+    per = F.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction="none", label_smoothing=eps)
+    counted = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    if not t.is_floating_point():
+        counted = t != ignore_index
+    per = per + torch.where(counted, z * torch.logsumexp(x, -1) ** 2, 0.0)
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    if num_items is not None:
+        return per.sum() / num_items
+    if t.is_floating_point():
+        return per.sum() / x.shape[0]
+    den = counted.double().sum() if w is None else torch.where(counted, w[t.clamp_min(0)], 0.0).sum()
+    return per.sum() / den if den > 0 else per.sum() * 0.0
+
+
+def rel(a, b):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def run(x, t, upstream=None, *, eps=0.0, z=0.0, cap=None, inplace_backward=False, **kw):
+    """(loss, ref, grad, ref grad) of lt.cross_entropy and of the float64 reference, both through autograd."""
+    xg = x.clone().requires_grad_()
+    loss = lt.cross_entropy(
+        xg, t, label_smoothing=eps, z_loss=z, softcap=cap, inplace_backward=inplace_backward, **kw
+    )
+    x64 = x.double().requires_grad_()
+    ref = ref_ce(x64, t, eps=eps, z=z, cap=cap, **kw)
+    up = torch.ones_like(ref) if upstream is None else upstream
+    loss.backward(up.to(loss.dtype))
+    ref.backward(up.double())
+    return loss, ref, xg.grad, x64.grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_class_targets_every_reduction_weight_smoothing(reduction, weighted, eps):
+    x = rand((N, C), seed=1)
+    t = targets(N, C, seed=2)
+    w = rand((C,), scale=1.0, seed=3).abs() + 0.1 if weighted else None
+    up = rand(() if reduction != "none" else (N,), torch.float64, 1.0, seed=4)
+    loss, ref, g, g64 = run(x, t, up, weight=w, reduction=reduction, eps=eps)
+    assert loss.dtype == torch.float32
+    assert rel(loss, ref) <= 1e-6
+    assert rel(g, g64) <= 2e-6
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_z_loss_and_softcap_against_formula(reduction):
+    x = rand((N, C), scale=20.0, seed=5)
+    t = targets(N, C, seed=6)
+    loss, ref, g, g64 = run(x, t, weight=None, reduction=reduction, eps=0.05, z=1e-3, cap=30.0)
+    assert rel(loss, ref) <= 1e-6
+    assert rel(g, g64) <= 1e-5  # tanh from exp: absolute error of a few ulp of the cap
+
+
+def test_num_items_divides_the_sum():
+    x = rand((N, C), seed=7)
+    t = targets(N, C, seed=8)
+    loss, ref, g, g64 = run(x, t, num_items=1000.0)
+    assert rel(loss, ref) <= 1e-6 and rel(g, g64) <= 2e-6
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_probability_targets(weighted, reduction):
+    x = rand((N, 1531), seed=9)
+    y = torch.softmax(rand((N, 1531), seed=10), -1)
+    w = rand((1531,), scale=1.0, seed=11).abs() + 0.1 if weighted else None
+    loss, ref, g, g64 = run(x, y, weight=w, reduction=reduction, eps=0.1, z=1e-4)
+    assert rel(loss, ref) <= 1e-6 and rel(g, g64) <= 2e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_logits_loss_in_float32(dtype):
+    x = rand((N, 1531), dtype, seed=12)
+    t = targets(N, 1531, seed=13)
+    xg = x.clone().requires_grad_()
+    loss = lt.cross_entropy(xg, t)
+    loss.backward()
+    x64 = x.double().requires_grad_()
+    ref = F.cross_entropy(x64, t)
+    ref.backward()
+    assert loss.dtype == torch.float32 and xg.grad.dtype == dtype
+    assert rel(loss, ref) <= 1e-6  # same (upcast) logits: float32 accumulation only
+    assert rel(xg.grad, x64.grad) <= (2e-3 if dtype == torch.float16 else 1e-2)  # gradient rounded to dtype
+
+
+def test_confident_prediction_keeps_relative_accuracy():
+    # torch returns 0 here in float32; the loss is 2·e^{−20} ≈ 4.12e−9
+    x = torch.tensor([[20.0, 0.0, 0.0]], device=DEVICE)
+    assert lt.cross_entropy(x, torch.tensor([0], device=DEVICE)).item() == pytest.approx(4.122307e-09, rel=1e-6)
+    big = rand((3, 1531), seed=14) - 40.0
+    big[:, 17] = 10.0
+    t = torch.full((3,), 17, device=DEVICE)
+    out = lt.cross_entropy(big, t, reduction="none")
+    b64 = big.double()
+    rest = torch.cat([b64[:, :17], b64[:, 18:]], 1) - 10.0
+    ref = torch.log1p(rest.exp().sum(-1))  # ≈ 1e−17: even float64 lse − x_t rounds this to 0
+    assert rel(out, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_inplace_backward_matches_fresh_buffer_bitwise(reduction):
+    x = rand((N, C), torch.bfloat16, seed=15)
+    t = targets(N, C, seed=16)
+    a = x.clone().requires_grad_()
+    la = lt.cross_entropy(a, t, reduction=reduction, z_loss=1e-4)
+    la.sum().backward()
+    leaf = x.clone().requires_grad_()
+    b = leaf * 1  # a non-leaf whose memory the kernel may overwrite
+    lb = lt.cross_entropy(b, t, reduction=reduction, z_loss=1e-4, inplace_backward=True)
+    assert torch.equal(la, lb)
+    assert torch.equal(b.detach(), a.grad)  # the gradient now lives in b's memory
+    lb.sum().backward()
+    assert torch.equal(leaf.grad, a.grad)
+
+
+def test_no_grad_leaves_logits_untouched():
+    x = rand((N, C), seed=17)
+    keep = x.clone()
+    with torch.no_grad():
+        lt.cross_entropy(x.requires_grad_(), targets(N, C, seed=18), inplace_backward=True)
+    assert torch.equal(x.detach(), keep)
+
+
+def test_all_ignored_gives_zero_loss_and_gradient():
+    x = rand((N, C), seed=19).requires_grad_()
+    t = torch.full((N,), -100, device=DEVICE)
+    loss = lt.cross_entropy(x, t, weight=torch.ones(C, device=DEVICE), label_smoothing=0.1, z_loss=1e-3)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_ignored_rows_with_special_logits_stay_clean():
+    x = rand((4, 1531), seed=20)
+    x[0] = float("nan")
+    x[1] = float("-inf")
+    x[2, 3] = float("inf")
+    t = torch.tensor([-100, -100, -100, 5], device=DEVICE)
+    xg = x.clone().requires_grad_()
+    loss = lt.cross_entropy(xg, t, reduction="none")
+    loss.sum().backward()
+    assert torch.equal(loss[:3].cpu(), torch.zeros(3))
+    assert torch.equal(xg.grad[:3], torch.zeros_like(xg.grad[:3]))
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_nd_input_class_dim_one_and_1d_input():
+    x = rand((4, 37, 5), seed=21)
+    g = torch.Generator().manual_seed(22)
+    t = torch.randint(0, 37, (4, 5), generator=g).to(DEVICE)
+    out = lt.cross_entropy(x, t, reduction="none")
+    assert out.shape == (4, 5)
+    assert rel(out, F.cross_entropy(x.double(), t, reduction="none")) <= 1e-6
+    x1 = rand((1531,), seed=23)
+    t1 = torch.tensor(7, device=DEVICE)
+    assert rel(lt.cross_entropy(x1, t1), F.cross_entropy(x1.double(), t1)) <= 1e-6
+
+
+def test_return_lse():
+    x = rand((N, C), seed=24)
+    loss, lse = lt.cross_entropy(x, targets(N, C, seed=25), softcap=15.0, return_lse=True)
+    assert lse.dtype == torch.float32 and lse.shape == (N,)
+    assert rel(lse, torch.logsumexp(15.0 * torch.tanh(x.double() / 15.0), -1)) <= 1e-6
+
+
+@pytest.mark.parametrize("cap", [None, 15.0])
+def test_return_lse_is_differentiable(cap):
+    x = rand((N, C), seed=30)
+    t = targets(N, C, seed=31)
+    up = rand((N,), torch.float64, 1.0, seed=32)
+    xg = x.clone().requires_grad_()
+    loss, lse = lt.cross_entropy(xg, t, softcap=cap, return_lse=True, reduction="none")
+    (loss * up.float()).sum().add((lse * lse).sum() * 0.1).backward()
+    x64 = x.double().requires_grad_()
+    xc = x64 if cap is None else cap * torch.tanh(x64 / cap)
+    ref = (F.cross_entropy(xc, t, reduction="none") * up).sum() + 0.1 * (torch.logsumexp(xc, -1) ** 2).sum()
+    ref.backward()
+    assert rel(xg.grad, x64.grad) <= 1e-5
+    xg.grad = None
+    _, lse = lt.cross_entropy(xg, t, softcap=cap, return_lse=True)
+    lse.sum().backward()  # the loss unused: only g_lse · ∂LSE/∂x
+    x64.grad = None
+    torch.logsumexp(x64 if cap is None else cap * torch.tanh(x64 / cap), -1).sum().backward()
+    assert rel(xg.grad, x64.grad) <= 1e-5
+
+
+def test_deterministic_bitwise():
+    x = rand((N, C), torch.bfloat16, seed=26)
+    t = targets(N, C, seed=27)
+    outs = []
+    for _ in range(2):
+        xg = x.clone().requires_grad_()
+        loss = lt.cross_entropy(xg, t, label_smoothing=0.1)
+        loss.backward()
+        outs.append((loss, xg.grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_backward_twice_is_an_error():
+    x = rand((3, 11), seed=28).requires_grad_()
+    loss = lt.cross_entropy(x, torch.tensor([1, 2, 3], device=DEVICE))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward can run once"):
+        loss.backward()
+
+
+def test_bad_arguments():
+    x = rand((3, 11), seed=29)
+    t = torch.tensor([1, 2, 3], device=DEVICE)
+    if DEVICE == "cpu":  # the range check needs the data: done where it costs no device sync
+        with pytest.raises(IndexError, match=r"target 11 at position \(1,\)"):
+            lt.cross_entropy(x, torch.tensor([1, 11, 3]))
+    with pytest.raises(TypeError, match="input must be float32"):
+        lt.cross_entropy(x.double(), t)
+    with pytest.raises(TypeError, match="target must hold integer"):
+        lt.cross_entropy(x, t.bool())
+    with pytest.raises(ValueError, match="class target must have shape"):
+        lt.cross_entropy(x, t[:2])
+    with pytest.raises(ValueError, match="weight must have shape"):
+        lt.cross_entropy(x, t, weight=torch.ones(5, device=DEVICE))
+    with pytest.raises(ValueError, match="reduction"):
+        lt.cross_entropy(x, t, reduction="avg")
+    with pytest.raises(ValueError, match="num_items"):
+        lt.cross_entropy(x, t, reduction="sum", num_items=4)
+    with pytest.raises(TypeError, match="inplace_backward"):
+        lt.cross_entropy(x, t, inplace_backward=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device with ~10 GiB free (a 4 GiB tensor)")
+def test_int64_offsets_past_2_31_elements():
+    rows, c = 16400, 131072  # 2.15e9 elements > 2³¹: row × stride must be computed in int64
+    try:
+        x = torch.empty((rows, c), dtype=torch.bfloat16, device="cuda").uniform_(-4, 4)
+    except torch.OutOfMemoryError:
+        pytest.skip("needs a CUDA device with ~10 GiB free (a 4 GiB tensor)")
+    t = torch.randint(0, c, (rows,), device="cuda")
+    last = slice(rows - 3, rows)
+    out = lt.cross_entropy(x, t, reduction="none")[last]
+    ref = F.cross_entropy(x[last].double(), t[last], reduction="none")
+    assert rel(out, ref) <= 1e-6
+    assert rel(lt.logsumexp(x, dim=-1)[last], torch.logsumexp(x[last].double(), -1)) <= 1e-2
