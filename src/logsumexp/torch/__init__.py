@@ -1,0 +1,34 @@
+"""PyTorch face of logsumexp: stable, memory-frugal cross-entropy, LSE and softmax.
+
+``cross_entropy`` is a drop-in for ``torch.nn.functional.cross_entropy`` (plus ``z_loss``,
+``softcap``, ``num_items``, ``return_lse``); ``linear_cross_entropy`` never builds the full
+logits. All are ``torch.library`` operators (``torch.compile(fullgraph=True)`` traces them);
+CUDA tensors run the Triton kernels of ``logsumexp.triton`` when it is importable.
+"""
+
+from typing import Any
+
+from ._options import CrossEntropyOptions
+from .functional import cross_entropy, linear_cross_entropy, log_softmax, logsumexp, softmax
+from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
+
+__all__ = [
+    "CrossEntropyLoss",
+    "CrossEntropyOptions",
+    "LinearCrossEntropyLoss",
+    "cross_entropy",
+    "linear_cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "vocab_parallel_cross_entropy",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: torch.distributed is not needed by single-process users.
+    if name == "vocab_parallel_cross_entropy":
+        from .distributed import vocab_parallel_cross_entropy
+
+        return vocab_parallel_cross_entropy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,103 @@
+"""The torch.library operators: schema, fake kernels and autograd registration (opcheck), and a
+model using them compiled with fullgraph=True (no graph break)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch face needs PyTorch")
+
+import logsumexp.torch as L  # noqa: E402
+from logsumexp.torch import _ops  # noqa: E402
+
+OPTS = (-100, 0.1, 0.01, 3.0)  # ignore_index, label_smoothing, z_loss, softcap
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 5, -100, 2, 3])
+    w = torch.rand(6, generator=g, dtype=torch.float64)
+    return g, x, t, w
+
+
+def test_opcheck_cross_entropy_ops():
+    g, x, t, w = _data()
+    torch.library.opcheck(_ops.cross_entropy_rows, (x, t, w, *OPTS))
+    lse = _ops.cross_entropy_rows(x, t, w, *OPTS)[1].detach()
+    torch.library.opcheck(
+        _ops.cross_entropy_rows_backward, (torch.ones(5, dtype=torch.float64), None, x.detach(), t, w, lse, *OPTS)
+    )
+
+
+def test_opcheck_linear_cross_entropy_ops():
+    g, _, t, w = _data()
+    h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(0.25, dtype=torch.float64)
+    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, w, scale, *OPTS, True, True))
+    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, None, None, *OPTS, False, False))
+    torch.library.opcheck(_ops.linear_cross_entropy, (h.detach(), W, None, t, None, scale, *OPTS, False, True))
+    torch.library.opcheck(
+        _ops.linear_cross_entropy_backward,
+        (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True),
+    )
+
+
+def test_opcheck_lse_and_softmax_ops():
+    _, x, _, _ = _data()
+    torch.library.opcheck(_ops.logsumexp_last, (x,))
+    torch.library.opcheck(_ops.softmax_last, (x, True))
+    torch.library.opcheck(_ops.softmax_last, (x, False))
+    y = torch.softmax(x.detach(), -1)
+    torch.library.opcheck(_ops.softmax_last_backward, (torch.ones_like(y), y, False))
+    torch.library.opcheck(_ops.logsumexp_last_backward, (torch.ones(5, dtype=torch.float64), x.detach(), torch.logsumexp(x.detach(), -1)))
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 13, bias=False)
+
+    def forward(self, x, t):
+        h = torch.tanh(self.proj(x))
+        a = L.linear_cross_entropy(h, self.head.weight, t, z_loss=1e-3)
+        b = L.cross_entropy(self.head(h), t, label_smoothing=0.1)
+        c = L.logsumexp(h, 1).mean() + L.log_softmax(h, 1).mean() + L.softmax(h, 0).sum()
+        return a + b + 1e-3 * c
+
+
+def test_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    model = _Tiny()
+    x = torch.randn(6, 8)
+    t = torch.tensor([0, 12, 3, -100, 5, 7])
+    eager = model(x, t)
+    eager_grads = torch.autograd.grad(eager, list(model.parameters()))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x, t)
+    grads = torch.autograd.grad(out, list(model.parameters()))
+    torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+# Inductor's import chain (torch.utils.mkldnn) warns about torch.jit in torch 2.13 itself.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_inductor_fullgraph():
+    """The default backend (Inductor) too: ~40 s on 2 cores, so one small function only."""
+    torch._dynamo.reset()
+    lin = torch.nn.Linear(8, 13, dtype=torch.float64)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    t = torch.tensor([0, 12, 3, -100, 5, 7])
+
+    def f(x, t):
+        return L.cross_entropy(lin(x), t, z_loss=1e-3) + L.linear_cross_entropy(x, lin.weight, t, lin.bias)
+
+    out = torch.compile(f, fullgraph=True)(x, t)
+    (g,) = torch.autograd.grad(out, lin.weight)
+    ref = f(x, t)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g, torch.autograd.grad(ref, lin.weight)[0], rtol=1e-12, atol=1e-12)
