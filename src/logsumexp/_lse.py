@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import _array_api as aa
 from . import _cpu
 from ._online import State, block_state, empty_state, merge, value
@@ -90,6 +92,12 @@ def logsumexp(
     >>> lse.logsumexp([0.0, 0.0], b=[1.0, -2.0], return_sign=True)
     (np.float64(0.0), np.float64(-1.0))
     """
+    if type(a) is np.ndarray and b is None and where is None and dtype is None and not return_sign:
+        # The common NumPy call in one compiled step: the generic path's handful of 0-d array
+        # operations would cost ~40 µs, ten times the kernel itself at n = 1000.
+        fast = _fast_numpy_lse(a, axis, keepdims)
+        if fast is not None:
+            return fast
     xp = aa.namespace(a, b, where)
     x, w, axes, out_dtype = _prepare_lse(xp, a, axis, b, where, dtype)
     state = lse_state(xp, x, axes, w)
@@ -98,6 +106,17 @@ def logsumexp(
         out, sign = res
         return _finish(xp, out, axes, keepdims, out_dtype), _finish(xp, sign, axes, keepdims, out_dtype)
     return _finish(xp, res, axes, keepdims, out_dtype)
+
+
+def _fast_numpy_lse(a: np.ndarray, axis: aa.Axis, keepdims: bool) -> Any:
+    """The compiled unweighted LSE of a float32/float64 ndarray, or None to take the generic path."""
+    if a.dtype.kind != "f" or a.dtype.itemsize < 4 or not _cpu.enabled():
+        return None
+    axes = aa.normalize_axis(axis, a.ndim)
+    out = _cpu.lse_value(a, axes)
+    if out is None:
+        return None
+    return np.expand_dims(out, axes) if keepdims else out
 
 
 def _prepare_lse(
