@@ -185,14 +185,12 @@ class LSEState:
 
     def update(self, chunk: Any, b: Any = None) -> LSEState:
         """Fold ``chunk`` (optionally weighted by ``b``) into the state; returns ``self``."""
-        from ._lse import _prepare_lse
+        from ._lse import _prepare_lse, lse_state  # _lse builds on this module
 
         xp = aa.namespace(chunk, b)
         x, weights, axes, _ = _prepare_lse(xp, chunk, self.axis, b, None, None)
-        x1, ax = aa.to_single_axis(xp, x, axes)
-        w1 = None if weights is None else aa.to_single_axis(xp, weights, axes)[0]
-        new = _state_of(xp, x1, ax, w1)
-        self._absorb(xp, new)
+        # the same reduction as logsumexp: compiled kernels or cache-blocked NumPy when possible
+        self._absorb(xp, lse_state(xp, x, axes, weights))
         return self
 
     def merge(self, other: LSEState) -> LSEState:
@@ -244,11 +242,6 @@ class LSEState:
         self.axis = d["axis"]
         self._state = None if d["state"] is None else State(*d["state"])
         self._xp = aa.namespace(*self._state) if self._state is not None else None
-
-
-def _state_of(xp: Any, x: Array, axis: int, b: Array | None) -> State:
-    with aa.quiet_fp():
-        return block_state(xp, x, axis, b)
 
 
 def _convert(xp: Any, s: State) -> State:

@@ -1,0 +1,6 @@
+"""``python -m logsumexp``: the same as the ``logsumexp`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

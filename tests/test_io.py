@@ -1,0 +1,257 @@
+"""Readers and the streaming LogSumExp of ``logsumexp._io``, and the progress bar."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+import logsumexp as lse
+from logsumexp import _io
+from logsumexp._progress import ProgressBar, format_bytes
+
+
+def _ulps(a: float, b: float) -> float:
+    return abs(float(a) - float(b)) / math.ulp(float(b))
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+# --- numbers ---------------------------------------------------------------------------------
+def test_parse_numbers_accepts_python_float_syntax() -> None:
+    out = _io.parse_numbers(["1000", "-1e3", " 2.5 ", "inf", "-inf", "nan"])
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out[:5], [1000.0, -1000.0, 2.5, np.inf, -np.inf])
+    assert np.isnan(out[5])
+
+
+def test_parse_numbers_names_the_bad_token_and_position() -> None:
+    with pytest.raises(_io.InputError, match=r"not a number: 'abc' \(value 3\)"):
+        _io.parse_numbers(["1", "2", "abc"])
+
+
+# --- text ------------------------------------------------------------------------------------
+def test_text_column_is_1d_and_table_is_2d(tmp_path) -> None:
+    col = tmp_path / "col.txt"
+    col.write_text("1\n2\n# a comment\n\n3  # trailing comment\n")
+    np.testing.assert_array_equal(_io.read_array(str(col)), [1.0, 2.0, 3.0])
+    table = tmp_path / "t.txt"
+    table.write_text("1 2 3\n4\t5 6\n")
+    np.testing.assert_array_equal(_io.read_array(str(table)), [[1, 2, 3], [4, 5, 6]])
+
+
+def test_csv_by_extension_sniffed_commas_and_header(tmp_path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text("a,b\n1, 2\n3,4\n")
+    np.testing.assert_array_equal(_io.read_array(str(f), header=True), [[1, 2], [3, 4]])
+    g = tmp_path / "d.txt"
+    g.write_text("1,2\n3,4\n")
+    np.testing.assert_array_equal(_io.read_array(str(g)), [[1, 2], [3, 4]])
+    with pytest.raises(_io.InputError, match="line 1: not a number: '1,2'"):
+        _io.read_array(str(g), "text")
+
+
+def test_text_errors_name_the_line(tmp_path) -> None:
+    f = tmp_path / "bad.txt"
+    f.write_text("1 2\n3 4\n5 x\n")
+    with pytest.raises(_io.InputError, match=r"bad.txt, line 3: not a number: 'x'"):
+        _io.read_array(str(f))
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("1 2\n3\n")
+    with pytest.raises(_io.InputError, match="line 2: 1 value, expected 2"):
+        _io.read_array(str(ragged))
+    empty_field = tmp_path / "e.csv"
+    empty_field.write_text("1,,2\n")
+    with pytest.raises(_io.InputError, match="line 1: an empty value"):
+        _io.read_array(str(empty_field))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# only a comment\n"])
+def test_empty_input_is_an_error(tmp_path, content: str) -> None:
+    f = tmp_path / "empty.txt"
+    f.write_text(content)
+    with pytest.raises(_io.InputError, match="empty"):
+        _io.read_array(str(f))
+
+
+def test_missing_file_and_directory(tmp_path) -> None:
+    with pytest.raises(_io.InputError, match="no such file"):
+        _io.read_array(str(tmp_path / "nope.npy"))
+    with pytest.raises(_io.InputError, match="is a directory"):
+        _io.read_array(str(tmp_path))
+
+
+def test_binary_that_is_not_npy(tmp_path) -> None:
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"\xff\xfe\x00\x01garbage")
+    with pytest.raises(_io.InputError, match="not UTF-8 text"):
+        _io.read_array(str(f))
+    g = tmp_path / "x.npy"
+    g.write_text("1 2 3\n")
+    with pytest.raises(_io.InputError, match="not a .npy file"):
+        _io.read_array(str(g), "npy")
+
+
+def test_truncated_and_object_npy(tmp_path) -> None:
+    f = tmp_path / "t.npy"
+    f.write_bytes(_npy_bytes(np.arange(100.0))[:-8])
+    with pytest.raises(_io.InputError, match="truncated"):
+        _io.stream_logsumexp(str(f))
+    with pytest.raises(_io.InputError, match="truncated"):
+        _io.stream_logsumexp("-", stdin=io.BytesIO(f.read_bytes()), chunk_size=7)
+    g = tmp_path / "o.npy"
+    np.save(g, np.array([1, "a"], dtype=object), allow_pickle=True)
+    with pytest.raises(_io.InputError, match="Python objects"):
+        _io.read_array(str(g))
+
+
+def test_stdin_text_and_npy() -> None:
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(b"1 2\n3 4\n")), [[1, 2], [3, 4]])
+    arr = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(_npy_bytes(arr))), arr)
+    f = np.asfortranarray(arr)
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(_npy_bytes(f))), arr)
+
+
+# --- streaming -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> tuple[str, np.ndarray]:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(10_007) * 30 + 700  # large values: exp() overflows without the shift
+    path = tmp_path_factory.mktemp("io") / "big.npy"
+    np.save(path, x)
+    return str(path), x
+
+
+def test_stream_npy_larger_than_chunk_matches_in_memory(big) -> None:
+    path, x = big
+    ref = lse.logsumexp(x)
+    for chunk in (1, 97, 1000, 4096):
+        got = _io.stream_logsumexp(path, chunk_size=chunk, progress=False)
+        assert type(got) is np.float64
+        assert _ulps(got, ref) <= 2, (chunk, got, ref)
+
+
+def test_stream_one_chunk_is_exactly_the_library(big) -> None:
+    path, x = big
+    assert _io.stream_logsumexp(path) == lse.logsumexp(x)
+
+
+def test_stream_dominant_term_across_chunks(tmp_path) -> None:
+    x = np.concatenate([[0.0], np.full(999, -40.0)])
+    np.save(tmp_path / "d.npy", x)
+    exact = 4.2441059010362884e-15  # log1p(999 e^-40), mpmath at 50 digits
+    for chunk in (100, 256):  # the leading 0 and the -40s in different chunks: states merge exactly
+        got = _io.stream_logsumexp(str(tmp_path / "d.npy"), chunk_size=chunk)
+        assert _ulps(got, exact) <= 2, chunk
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 1), (0, 2), 2])
+def test_stream_axes_2d_3d(tmp_path, order: str, axis) -> None:
+    rng = np.random.default_rng(1)
+    x = np.array(rng.standard_normal((23, 5, 7)) * 10, order=order)
+    path = tmp_path / "a.npy"
+    np.save(path, x)
+    ref = lse.logsumexp(x, axis=axis)
+    got = _io.stream_logsumexp(str(path), axis, chunk_size=40)
+    assert np.shape(got) == np.shape(ref)
+    np.testing.assert_allclose(got, ref, rtol=4e-16, atol=0)
+
+
+def test_stream_float32_keeps_dtype_and_accuracy(tmp_path) -> None:
+    x = (np.random.default_rng(2).standard_normal(5000) * 5).astype(np.float32)
+    np.save(tmp_path / "f.npy", x)
+    got = _io.stream_logsumexp(str(tmp_path / "f.npy"), chunk_size=300)
+    ref = lse.logsumexp(x)
+    assert got.dtype == np.float32
+    assert abs(float(got) - float(ref)) <= 2 * float(np.spacing(np.float32(ref)))
+
+
+def test_stream_special_values(tmp_path) -> None:
+    for x, want in ((np.full(50, -np.inf), -np.inf), (np.r_[np.zeros(40), np.inf], np.inf),
+                    (np.r_[np.zeros(40), np.nan, np.zeros(9)], np.nan), (np.zeros(0), -np.inf)):
+        np.save(tmp_path / "s.npy", x)
+        got = _io.stream_logsumexp(str(tmp_path / "s.npy"), chunk_size=8)
+        np.testing.assert_equal(got, want)
+
+
+def test_stream_text_stdin_matches_in_memory() -> None:
+    x = np.random.default_rng(3).standard_normal(3000) - 1000
+    text = "\n".join(" ".join(repr(float(v)) for v in row) for row in x.reshape(-1, 3)).encode()
+    got = _io.stream_logsumexp("-", stdin=io.BytesIO(text), chunk_size=100)
+    assert _ulps(got, lse.logsumexp(x)) <= 2
+    rows = _io.stream_logsumexp("-", axis=1, stdin=io.BytesIO(text), chunk_size=100)
+    np.testing.assert_allclose(rows, lse.logsumexp(x.reshape(-1, 3), axis=1), rtol=4e-16)
+    cols = _io.stream_logsumexp("-", axis=0, stdin=io.BytesIO(text), chunk_size=100)
+    np.testing.assert_allclose(cols, lse.logsumexp(x.reshape(-1, 3), axis=0), rtol=4e-16)
+
+
+def test_stream_text_ragged_is_fine_for_a_full_reduction_only() -> None:
+    data = b"1 2 3\n4 5\n"
+    got = _io.stream_logsumexp("-", stdin=io.BytesIO(data))
+    assert got == lse.logsumexp(np.arange(1.0, 6.0))
+    with pytest.raises(_io.InputError, match="line 2"):
+        _io.stream_logsumexp("-", axis=1, stdin=io.BytesIO(data))
+
+
+def test_stream_npy_stdin_in_chunks(big) -> None:
+    path, x = big
+    with open(path, "rb") as f:
+        data = f.read()
+    got = _io.stream_logsumexp("-", stdin=io.BytesIO(data), chunk_size=333)
+    assert _ulps(got, lse.logsumexp(x)) <= 2
+
+
+def test_stream_bad_axis_uses_the_library_message(big) -> None:
+    with pytest.raises(ValueError, match="out of bounds"):
+        _io.stream_logsumexp(big[0], axis=1)
+
+
+def test_stream_rejects_bad_chunk_size(big) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        _io.stream_logsumexp(big[0], chunk_size=0)
+
+
+def test_stream_draws_progress_when_asked(big) -> None:
+    buf = io.StringIO()
+    _io.stream_logsumexp(big[0], chunk_size=500, progress=True, progress_stream=buf)
+    text = buf.getvalue()
+    assert "big.npy" in text and "%" in text
+    assert text.endswith("\r")  # erased at the end
+
+
+# --- progress bar ----------------------------------------------------------------------------
+def test_progress_bar_silent_unless_terminal() -> None:
+    buf = io.StringIO()  # not a TTY
+    with ProgressBar(100, stream=buf) as bar:
+        bar.update(50)
+    assert buf.getvalue() == ""
+
+
+def test_progress_bar_unknown_total_and_narrow() -> None:
+    buf = io.StringIO()
+    bar = ProgressBar(None, label="<stdin>", stream=buf, enabled=True, min_interval=0, width=40)
+    bar.update(3 * 2**20)
+    assert "<stdin> 3.0 MiB" in buf.getvalue()
+    narrow = ProgressBar(100, label="file", stream=buf, enabled=True, width=20)
+    narrow.update(100)
+    assert "100%" in narrow.line() and "[" not in narrow.line() and len(narrow.line()) < 20
+
+
+def test_progress_bar_full_and_fits_width() -> None:
+    bar = ProgressBar(2**31, label="x" * 200, stream=io.StringIO(), enabled=True, width=80)
+    bar.update(2**31)
+    line = bar.line()
+    assert "100%" in line and "GiB" in line and len(line) <= 79
+
+
+def test_format_bytes() -> None:
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.5 KiB"
