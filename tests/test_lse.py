@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-from _reference import xfail_on
 from _reference import (
     FAMILIES,
     MP,
@@ -133,8 +132,6 @@ def test_all_neg_inf_slice_gives_neg_inf(backend):
 
 @pytest.mark.parametrize("shape,axis", [((0,), None), ((0,), 0), ((3, 0), 1), ((0, 3), 0), ((2, 0, 3), (1, 2))])
 def test_empty_slice_gives_neg_inf(backend, shape, axis):
-    if shape == (2, 0, 3):
-        xfail_on(backend, {"dask"}, "core bug: to_single_axis reshapes an empty Dask array: NotImplementedError")
     x = np.zeros(shape)
     got = backend.to_numpy(lse.logsumexp(backend.asarray(x), axis=axis))
     assert got.shape == np.sum(x, axis=axis).shape
@@ -143,8 +140,6 @@ def test_empty_slice_gives_neg_inf(backend, shape, axis):
 
 @pytest.mark.parametrize("shape,axis", [((3, 0), 0), ((0, 3), 1)])
 def test_reducing_a_nonempty_axis_of_an_empty_array_gives_empty(backend, shape, axis):
-    if shape == (0, 3):
-        xfail_on(backend, {"dask"}, "core bug: empty Dask input: reduce() of empty iterable in the argmax")
     got = backend.to_numpy(lse.logsumexp(backend.asarray(np.zeros(shape)), axis=axis))
     assert got.shape == (0,)
 
@@ -195,7 +190,6 @@ def test_large_entries_do_not_overflow(backend):
 
 
 def test_extreme_magnitudes_near_float64_limits(backend):
-    xfail_on(backend, {"dask"}, "core bug: _online.shifted computes x − m = −inf by overflow; Dask evaluates it outside errstate: RuntimeWarning")
     x = np.array([1.7e308, 1.7e308, -1.7e308])
     got = backend.to_numpy(lse.logsumexp(backend.asarray(x)))
     assert got == 1.7e308  # + log 2 is far below one ulp of 1.7e308
@@ -235,7 +229,8 @@ def test_matches_scipy_on_random_input(backend, seed, axis, keepdims, weights):
     }[weights]
     want = scipy_lse(a, axis=axis, b=b, keepdims=keepdims)
     got = lse.logsumexp(backend.asarray(a), axis=axis, b=None if b is None else backend.asarray(b), keepdims=keepdims)
-    _ulp_close(backend.to_numpy(got), want)
+    # JAX: XLA's log1p is up to ~10 ulp off in (−1/2, 1) (measured), which the weighted form uses
+    _ulp_close(backend.to_numpy(got), want, ulps=2.0 + backend.ulp_slack)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -482,8 +477,6 @@ def test_accuracy_on_the_families(backend, fam, dtype, seed):
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_accuracy_along_each_axis_of_a_batch(backend, fam):
     """Rows and columns of a (7, 300) batch of a family (float64, ≤ 1.5 ulp each)."""
-    if fam in ("[0,-40x999]", "0+U(-45,-35)", "0+U(-25,-15)") or (fam == "N(0,1)" and backend.name != "dask"):
-        xfail_on(backend, {"numpy-core", "array_api_strict", "dask"}, "core bug: the tail is summed naively along a strided axis (NumPy sums axis 0 of a C array row by row), ~n·eps")
     x = np.stack([family_case(fam, 300, s, "float64")[0] for s in range(7)])
     bound = 1.5 + backend.ulp_slack
     got = backend.to_numpy(lse.logsumexp(backend.asarray(x), axis=1))
@@ -606,7 +599,6 @@ def test_weighted_agrees_with_mpmath(backend):
     lse_tolerance) and 2·eps absolute (the weighted sum's own rounding, carried into the log; SciPy
     reaches 1.9 ulp of a result near 0 on such inputs)."""
     # dask and jax run too few examples to meet the failing inputs; the pinned case below covers them
-    xfail_on(backend, {"numpy-core", "array_api_strict", "torch"}, "core bug: weighted value() splits log|lead| + log1p(tail/lead) with lead = the weight of one maximal entry; a small lead makes the two cancel")
 
     @backend.hyp
     @given(
@@ -624,7 +616,6 @@ def test_weighted_agrees_with_mpmath(backend):
 def test_weighted_max_term_does_not_cancel_against_the_tail(backend):
     """a = 0 × 8, b = [0, 1/8 × 7]: log(7/8) = −0.1335. Splitting it as log(1/8) + log1p(6) cancels
     (3.9 ulp); SciPy and the compiled path give 0.13 ulp. Bound: 1.5 ulp."""
-    xfail_on(backend, {"numpy-core", "array_api_strict", "torch", "dask"}, "core bug: weighted value() splits log|lead| + log1p(tail/lead) with lead = the weight of one maximal entry; a small lead makes the two cancel")
     a, b = np.zeros(8), np.array([0.0] + [0.125] * 7)
     got = backend.to_numpy(lse.logsumexp(backend.asarray(a), b=backend.asarray(b)))
     assert ulp_error(got, mp_lse(a, b), "float64") <= 1.5 + backend.ulp_slack
@@ -633,7 +624,6 @@ def test_weighted_max_term_does_not_cancel_against_the_tail(backend):
 def test_tiny_weight_on_the_maximum_emits_no_warning(backend):
     """b = [5e-324, 1] on a = [0, 0]: tail / lead overflows; the result is log(1 + 5e-324) = 0 and
     no RuntimeWarning may escape (pytest runs with filterwarnings = error)."""
-    xfail_on(backend, {"numpy-core", "array_api_strict", "dask"}, "core bug: _online.value divides tail/lead outside quiet_fp: overflow RuntimeWarning")
     got = backend.to_numpy(lse.logsumexp(backend.asarray(np.zeros(2)), b=backend.asarray(np.array([5e-324, 1.0]))))
     assert got == 0.0
 

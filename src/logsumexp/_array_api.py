@@ -116,6 +116,10 @@ def is_lazy(xp: Any) -> bool:
     return bool(array_api_compat.is_dask_namespace(xp) or array_api_compat.is_jax_namespace(xp))
 
 
+def is_dask(xp: Any) -> bool:
+    return bool(array_api_compat.is_dask_namespace(xp))
+
+
 def is_numpy(xp: Any) -> bool:
     return bool(array_api_compat.is_numpy_namespace(xp))
 

@@ -276,9 +276,14 @@ def _reduce(xp: Any, p: _Prepared, loss: Array, denom: Array) -> Any:
         out = xp.sum(loss)
         if p.reduction == "mean":
             d = xp.sum(denom) if p.num_items is None else p.num_items
-            out = xp.where(d == 0, 0.0, out / d) if p.num_items is None else out / d
+            out = _safe_mean(xp, out, d) if p.num_items is None else out / d
     out = xp.astype(out, p.out_dtype)
     return out[()] if aa.is_numpy(xp) and out.ndim == 0 else out
+
+
+def _safe_mean(xp: Any, total: Array, count: Array) -> Array:
+    """``total / count``, and 0 when nothing was counted (never 0/0, nor its warning)."""
+    return xp.where(count == 0, 0.0, total / xp.where(count == 0, 1.0, count))
 
 
 def cross_entropy_grad(
@@ -361,7 +366,7 @@ def _scale_grad(xp: Any, p: _Prepared, grad: Array, denom: Array, grad_output: A
         return grad * g[..., None]
     if p.reduction == "mean":
         d = xp.sum(denom) if p.num_items is None else p.num_items
-        return xp.where(d == 0, 0.0, grad / d) if p.num_items is None else grad / d
+        return _safe_mean(xp, grad, d) if p.num_items is None else grad / d
     return grad
 
 

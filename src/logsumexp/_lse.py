@@ -99,6 +99,8 @@ def logsumexp(
         if fast is not None:
             return fast
     xp = aa.namespace(a, b, where)
+    if aa.is_dask(xp):
+        return _dask_logsumexp(xp, a, axis, b, keepdims, return_sign, where, dtype)
     x, w, axes, out_dtype = _prepare_lse(xp, a, axis, b, where, dtype)
     state = lse_state(xp, x, axes, w)
     res = value(xp, state, return_sign)
@@ -106,6 +108,23 @@ def logsumexp(
         out, sign = res
         return _finish(xp, out, axes, keepdims, out_dtype), _finish(xp, sign, axes, keepdims, out_dtype)
     return _finish(xp, res, axes, keepdims, out_dtype)
+
+
+def _dask_logsumexp(
+    xp: Any, a: Any, axis: aa.Axis, b: Any, keepdims: bool, return_sign: bool, where: Any, dtype: Any
+) -> Any:
+    """Dask arrays take ``logsumexp.dask``: one pass over the chunks, each chunk reduced by the
+    NumPy path (compiled kernels when available), the states merged along Dask's tree."""
+    from . import dask as lsed
+
+    x = aa.as_array(xp, a, "a")
+    if where is not None:
+        x = aa.apply_where(xp, xp.astype(x, aa.float_dtype(xp, x)), where)
+    res = lsed.logsumexp(x, axis=axis, b=b, keepdims=keepdims, return_sign=return_sign)
+    if dtype is None:
+        return res
+    out_dtype = aa.float_dtype(xp, x, dtype)
+    return tuple(r.astype(out_dtype) for r in res) if return_sign else res.astype(out_dtype)
 
 
 def _fast_numpy_lse(a: np.ndarray, axis: aa.Axis, keepdims: bool) -> Any:
@@ -172,7 +191,7 @@ def lse_state(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> Stat
     x1, ax = aa.to_single_axis(xp, x, axes)
     w1 = None if w is None else aa.to_single_axis(xp, w, axes)[0]
     with aa.quiet_fp():
-        if aa.is_numpy(xp) and x1.size > _BLOCK_ELEMENTS:
+        if aa.is_numpy(xp):
             return _blocked_numpy_state(xp, x1, ax, w1, wide)
         w1 = None if w1 is None else xp.astype(w1, wide)
         return block_state(xp, xp.astype(x1, wide), ax, w1)
@@ -187,9 +206,9 @@ def _blocked_numpy_state(xp: Any, x: Array, ax: int, w: Array | None, wide: Any)
     x = xp.moveaxis(x, ax, -1)
     w = None if w is None else xp.moveaxis(w, ax, -1)
     batch, n = tuple(x.shape[:-1]), x.shape[-1]
-    x = xp.reshape(x, (-1, n))
-    w = None if w is None else xp.reshape(w, (-1, n))
-    rows = x.shape[0]
+    rows = math.prod(batch)
+    x = xp.reshape(x, (rows, n))
+    w = None if w is None else xp.reshape(w, (rows, n))
     out = empty_state(xp, (rows,), wide)
     row_step = max(1, _BLOCK_ELEMENTS // max(n, 1))
     col_step = min(n, _BLOCK_ELEMENTS) if n else 1
@@ -198,8 +217,9 @@ def _blocked_numpy_state(xp: Any, x: Array, ax: int, w: Array | None, wide: Any)
         acc = None
         for c0 in range(0, max(n, 1), col_step):
             c = slice(c0, min(n, c0 + col_step))
-            wb = None if w is None else xp.astype(w[r, c], wide)
-            st = block_state(xp, xp.astype(x[r, c], wide), 1, wb)
+            # C-contiguous copies: NumPy sums a contiguous last axis pairwise (error ~log n)
+            wb = None if w is None else np.ascontiguousarray(w[r, c], dtype=wide)
+            st = block_state(xp, np.ascontiguousarray(x[r, c], dtype=wide), 1, wb)
             acc = st if acc is None else merge(xp, acc, st)
         for dst, src in zip(out, acc):
             dst[r] = src

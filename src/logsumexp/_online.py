@@ -64,13 +64,32 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     if b is not None:
         e = e * b
     leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
-    tail = xp.sum(xp.where(leader, 0.0, e), axis=axis)
+    tail = pairwise_sum(xp, xp.where(leader, 0.0, e), axis)
     m = xp.squeeze(m, axis=axis)
     if b is None:
         lead = xp.astype(m != -math.inf, x.dtype)
     else:
-        lead = xp.sum(xp.where(leader, e, 0.0), axis=axis)
+        lead = pairwise_sum(xp, xp.where(leader, e, 0.0), axis)
     return State(m, lead, tail)
+
+
+def pairwise_sum(xp: Any, e: Array, axis: int) -> Array:
+    """Σ along ``axis`` with an error bound that grows like log n, whatever the memory layout.
+
+    A reduction along the last (contiguous) axis is left to the backend (NumPy sums it pairwise,
+    torch with a cascade). Along another axis NumPy adds row after row, an error growing like
+    n·eps (10 ulp on 1000 dominated terms), so the halves are added explicitly instead: log2(n)
+    elementwise additions, about twice the work of one sum.
+    """
+    if axis == e.ndim - 1 or e.shape[axis] <= 8:
+        return xp.sum(e, axis=axis)
+    e = xp.moveaxis(e, axis, -1)
+    while e.shape[-1] > 8:
+        n = e.shape[-1]
+        h = n // 2
+        halves = e[..., :h] + e[..., h : 2 * h]
+        e = xp.concat([halves, e[..., 2 * h :]], axis=-1) if n % 2 else halves
+    return xp.sum(e, axis=-1)
 
 
 def shifted(xp: Any, x: Array, m: Array) -> Array:
@@ -84,10 +103,17 @@ def shifted(xp: Any, x: Array, m: Array) -> Array:
     lazy = aa.is_lazy(xp)
     if lazy or bool(xp.any(posinf)):
         x = xp.where(posinf, aa.fill(xp, x == math.inf, 0.0, -math.inf, x), x)
-    d = x - xp.where(xp.isfinite(m), m, 0.0)
-    if lazy:  # a NaN slice is NaN whatever d is; 0 keeps exp() from overflowing (and warning) there
-        d = xp.where(xp.isnan(m), 0.0, d)
-    return d
+    shift = xp.where(xp.isfinite(m), m, 0.0)
+    if not lazy:
+        return x - shift
+    # Lazy backends compute outside any errstate block, so keep warnings from arising at all:
+    # x − m overflows to −inf when m > 0 is huge and x very negative (the result is −inf anyway),
+    # and a NaN slice is NaN whatever d is (0 keeps exp() from overflowing there).
+    fmax = float(np.finfo(np.float32 if x.dtype == xp.float32 else np.float64).max)
+    under = x < xp.where(shift > 0, shift, 0.0) - fmax
+    d = xp.where(under, 0.0, x) - shift
+    d = xp.where(under, -math.inf, d)
+    return xp.where(xp.isnan(m), 0.0, d)
 
 
 def _index_along(xp: Any, x: Array, axis: int) -> Array:
@@ -105,8 +131,10 @@ def _device(xp: Any, x: Array) -> Any:
 
 
 def _scale(xp: Any, m: Array, big: Array) -> Array:
-    """e^{m − M}, exactly 1 where m == M (so that ±inf maxima do not give inf − inf)."""
-    return xp.where(m == big, 1.0, xp.exp(m - big))
+    """e^{m − M}, exactly 1 where m == M (so that ±inf maxima do not give inf − inf, nor a
+    warning: the difference is never formed there)."""
+    same = m == big
+    return xp.exp(xp.where(same, 0.0, m) - xp.where(same, 0.0, big))
 
 
 def merge(xp: Any, s1: State, s2: State) -> State:
@@ -126,18 +154,20 @@ def merge(xp: Any, s1: State, s2: State) -> State:
 
 
 def value(xp: Any, s: State, return_sign: bool = False) -> Array | tuple[Array, Array]:
-    """LogSumExp of a state: ``m + log|lead| + log1p(tail/lead)``, with SciPy's sign rules.
+    """LogSumExp of a state, ``m + log|lead + tail|``, with SciPy's sign rules.
 
-    The log1p form is used while the tail does not cancel the lead (tail/lead > −1/2); otherwise
-    ``log|lead + tail|`` is as accurate. A negative total is NaN unless ``return_sign``.
+    While the lead is within a factor 2 of 1 (and the total above 1/2) the logarithm is taken as
+    ``log1p((lead − 1) + tail)``: without weights ``lead`` is exactly 1, so this is
+    ``log1p(tail)`` and a dominant maximum keeps its small correction to full relative accuracy
+    (Blanchard–Higham–Higham); with weights ``lead − 1`` is exact there (Sterbenz). Elsewhere
+    (a small or large leading weight) ``log|total|`` is as accurate. No division
+    and no warning (Dask evaluates it later). A negative total is NaN unless ``return_sign``.
     """
     total = s.lead + s.tail
-    has_lead = s.lead != 0
-    ratio = s.tail / xp.where(has_lead, s.lead, 1.0)
-    use_log1p = has_lead & (ratio > -0.5) & (ratio < math.inf)
+    near_one = (s.lead >= 0.5) & (s.lead <= 2.0) & (total > 0.5) & (s.tail < math.inf)
     log_sum = xp.where(
-        use_log1p,
-        aa.log_nonneg(xp, xp.abs(s.lead)) + xp.log1p(xp.where(use_log1p, ratio, 0.0)),
+        near_one,
+        xp.log1p(xp.where(near_one, (s.lead - 1.0) + s.tail, 0.0)),
         aa.log_nonneg(xp, xp.abs(total)),
     )
     # +inf entries whose weights cancel: ∞·0 has no value (NaN, without an inf − inf warning)
@@ -235,8 +265,15 @@ class LSEState:
     def __getstate__(self) -> dict[str, Any]:
         state = None
         if self._state is not None:
-            state = tuple(np.asarray(a) for a in self._state) if aa.is_numpy(self._xp) else self._state
-        return {"axis": self.axis, "state": state, "numpy": self._xp is None or aa.is_numpy(self._xp)}
+            state = self._state
+            if aa.is_numpy(self._xp):
+                state = tuple(np.asarray(a) for a in state)
+            elif aa.is_lazy(self._xp) and hasattr(state.m, "compute"):
+                # a Dask graph holds functions that do not pickle: ship the computed state
+                import dask
+
+                state = tuple(np.asarray(a) for a in dask.compute(*state))
+        return {"axis": self.axis, "state": state}
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         self.axis = d["axis"]

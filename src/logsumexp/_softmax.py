@@ -92,6 +92,11 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
         arr = arr / t
     arr = aa.apply_where(xp, arr, where)
     axes = aa.normalize_axis(axis, arr.ndim)
+    if aa.is_dask(xp):  # one pass for the (max, tail) state, one to write: logsumexp.dask
+        from . import dask as lsed
+
+        out = (lsed.log_softmax if log else lsed.softmax)(arr, axis=axes)
+        return out if out.dtype == out_dtype else out.astype(out_dtype)
     if aa.is_numpy(xp) and _cpu.enabled() and len(axes) == 1 and arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
         fast = _cpu.softmax(arr, axes[0], log)
         if fast is not None:
