@@ -7,6 +7,8 @@ CPU tensors run the chunked pure-torch operators of this package. CUDA tensors g
 
 from __future__ import annotations
 
+import importlib
+
 from types import ModuleType
 from typing import Any
 
@@ -24,10 +26,9 @@ __all__ = ["cross_entropy", "linear_cross_entropy", "log_softmax", "logsumexp", 
 def _triton_or_none() -> ModuleType | None:
     """``logsumexp.triton`` if it imports (Triton and a GPU build present), else None."""
     try:
-        import logsumexp.triton as triton_face
+        return importlib.import_module("logsumexp.triton")
     except ImportError:
         return None
-    return triton_face
 
 
 def _on_cuda(*tensors: object) -> Any:
