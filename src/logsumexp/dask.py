@@ -47,6 +47,7 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
     ) from err
 
 from . import _array_api as aa
+from . import _cpu
 from ._lse import _prepare_lse, lse_state
 from ._online import State, merge, value
 from ._softmax import from_state
@@ -84,7 +85,7 @@ def _chunk_state(
         # (the CPU kernels' 1-D shortcut would otherwise reduce the whole chunk)
         x1, w1 = x1[..., None], None if w1 is None else w1[..., None]
         red = (x1.ndim - 1,)
-    with aa.quiet_fp():
+    with aa.quiet_fp(), _cpu.serial():  # Dask's threads already use the cores
         st = lse_state(np, x1, red, w1)
     return {f: aa.restore_axes(np, np.asarray(a, dtype=np.float64), axes, True) for f, a in zip(_FIELDS, st)}
 

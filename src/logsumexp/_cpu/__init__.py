@@ -125,8 +125,26 @@ def available() -> bool:
     return _enabled and _get_kernels() is not None
 
 
+_thread_local = threading.local()
+
+
+@contextlib.contextmanager
+def serial() -> Iterator[None]:
+    """Run the kernels of this thread on this thread only (no pool): for callers that are already
+    parallel, such as Dask's worker threads, where a second level of threads oversubscribes the cores."""
+    previous = getattr(_thread_local, "serial", False)
+    _thread_local.serial = True
+    try:
+        yield
+    finally:
+        _thread_local.serial = previous
+
+
 def num_threads() -> int:
-    """Threads used for large inputs: ``LOGSUMEXP_NUM_THREADS`` or the CPUs this process may use."""
+    """Threads used for large inputs: 1 inside ``serial()``, else ``LOGSUMEXP_NUM_THREADS`` or the
+    CPUs this process may use."""
+    if getattr(_thread_local, "serial", False):
+        return 1
     env = os.environ.get("LOGSUMEXP_NUM_THREADS")
     if env:
         try:

@@ -26,6 +26,16 @@ def _repr(opts: CrossEntropyOptions, has_weight: bool) -> str:
     return ", ".join(parts)
 
 
+def _setup(module: nn.Module, weight_name: str, weight: Tensor | None, **options: object) -> None:
+    """Validate the options once (``module.options``) and register the class weights as a buffer."""
+    module.options = CrossEntropyOptions(**options)  # type: ignore[arg-type]
+    if weight is not None:
+        w = _checks.floating(weight_name, weight)
+        if w.ndim != 1:
+            raise ValueError(f"{weight_name} must be 1-d (one weight per class), got shape {tuple(w.shape)}")
+    module.register_buffer(weight_name, weight)
+
+
 class CrossEntropyLoss(nn.Module):
     """Module form of :func:`logsumexp.torch.cross_entropy` (drop-in for ``nn.CrossEntropyLoss``).
 
@@ -57,15 +67,8 @@ class CrossEntropyLoss(nn.Module):
         return_lse: bool = False,
     ) -> None:
         super().__init__()
-        self.options = CrossEntropyOptions(
-            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            z_loss=z_loss, softcap=softcap, return_lse=return_lse,
-        )
-        if weight is not None:
-            w = _checks.floating("weight", weight)
-            if w.ndim != 1:
-                raise ValueError(f"weight must be 1-d (one weight per class), got shape {tuple(w.shape)}")
-        self.register_buffer("weight", weight)
+        _setup(self, "weight", weight, ignore_index=ignore_index, reduction=reduction,
+               label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, return_lse=return_lse)
 
     def forward(
         self, input: Tensor, target: Tensor, num_items: float | Tensor | None = None
@@ -111,15 +114,8 @@ class LinearCrossEntropyLoss(nn.Module):
         return_lse: bool = False,
     ) -> None:
         super().__init__()
-        self.options = CrossEntropyOptions(
-            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            z_loss=z_loss, softcap=softcap, return_lse=return_lse,
-        )
-        if class_weight is not None:
-            w = _checks.floating("class_weight", class_weight)
-            if w.ndim != 1:
-                raise ValueError(f"class_weight must be 1-d, got shape {tuple(w.shape)}")
-        self.register_buffer("class_weight", class_weight)
+        _setup(self, "class_weight", class_weight, ignore_index=ignore_index, reduction=reduction,
+               label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, return_lse=return_lse)
 
     def forward(
         self,
