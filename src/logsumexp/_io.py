@@ -49,11 +49,11 @@ __all__ = [
     "stream_logsumexp",
 ]
 
-#: Values per chunk when streaming a ``.npy`` input: 4 Mi values = 32 MiB of float64. Measured
-#: (benchmarks/stream.py, 400 MB file, 2 cores): as fast as 8 Mi values (both within noise of the
-#: in-memory fast path), and the command peaks at ~240 MiB instead of ~270 MiB, of which ~200 MiB
-#: is Python, NumPy and the loaded Numba kernels.
-DEFAULT_CHUNK = 1 << 22
+#: Values per chunk when streaming a ``.npy`` input: 8 Mi values = 64 MiB of float64. Measured
+#: (benchmarks/stream.py, 1.6 GB file, quiet 2-core machine): 1.03× the in-memory fast path with a
+#: 270 MiB peak, where 4 Mi values gave 1.37× and 238 MiB (the kernels split a larger chunk over
+#: both cores); ~200 MiB of the peak is Python, NumPy and the loaded Numba kernels.
+DEFAULT_CHUNK = 1 << 23
 #: Values per chunk when streaming text: parsed numbers cost ~60 bytes each as Python strings
 #: before conversion, so text chunks are smaller (256 Ki values, ~16 MiB of objects).
 DEFAULT_TEXT_CHUNK = 1 << 18
