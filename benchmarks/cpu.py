@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass

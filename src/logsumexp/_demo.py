@@ -152,10 +152,10 @@ def _section_naive(o: _Out) -> None:
 
 
 def _section_stable(o: _Out) -> None:
-    le, minus = o.s("≤", "<="), o.s("−", "-")
+    minus = o.s("−", "-")
     o("2. The fix: shift by the maximum. For every c,")
     o(f"     LSE(x) = log {o.s('Σ', 'sum')} exp(x_i) = c + log {o.s('Σ', 'sum')} exp(x_i {minus} c),")
-    o(f"   and with c = max(x) no exponent is above 0: the largest term is exactly 1.")
+    o("   and with c = max(x) no exponent is above 0: the largest term is exactly 1.")
     for v in (1000.0, -1000.0):
         x = np.array([v, v, v])
         o.row(f"lse.logsumexp({_list(x)})", _num(lse.logsumexp(x)))
