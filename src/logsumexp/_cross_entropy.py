@@ -6,14 +6,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import _array_api as aa
 from . import _cpu
+from ._options import CrossEntropyOptions
 from ._lse import lse_state, softplus_wide
 from ._online import shifted
 from ._softmax import from_state
 
 Array = Any
-_REDUCTIONS = ("none", "sum", "mean")
 
 
 def cross_entropy(
@@ -136,7 +138,7 @@ def _prepare(
         raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
     (ca,) = aa.normalize_axis(axis, x.ndim)
     x = xp.moveaxis(x, ca, -1)
-    _check_options(ignore_index, reduction, label_smoothing, num_items)
+    opts = _options(ignore_index, reduction, label_smoothing, num_items)
     t = aa.as_array(xp, target, "target")
     index_target = xp.isdtype(t.dtype, "integral")
     if index_target:
@@ -161,26 +163,21 @@ def _prepare(
         if tuple(w.shape) != (x.shape[-1],):
             raise ValueError(f"weight must have shape (C,) = ({x.shape[-1]},), got {tuple(w.shape)}")
         w = xp.astype(w, wide)
-    return _Prepared(xp, x, t, index_target, w, int(ignore_index), reduction, float(label_smoothing),
-                     None if num_items is None else float(num_items), out_dtype, wide)
+    return _Prepared(xp, x, t, index_target, w, opts.ignore_index, opts.reduction, float(opts.label_smoothing),
+                     None if opts.num_items is None else float(opts.num_items), out_dtype, wide)
 
 
-def _check_options(ignore_index: Any, reduction: Any, label_smoothing: Any, num_items: Any) -> None:
-    if isinstance(ignore_index, bool) or not hasattr(ignore_index, "__index__"):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if num_items is not None:
-        if isinstance(num_items, bool) or not isinstance(num_items, (int, float)) and not hasattr(num_items, "__float__"):
-            raise TypeError(f"num_items must be a positive number, got {num_items!r}")
-        if not float(num_items) > 0:
-            raise ValueError(f"num_items must be > 0, got {num_items}")
-        if reduction != "mean":
-            raise ValueError(f"num_items replaces the mean's denominator; it needs reduction='mean', got {reduction!r}")
+def _options(ignore_index: Any, reduction: Any, label_smoothing: Any, num_items: Any) -> CrossEntropyOptions:
+    """The options checked by the one class the torch face and the Triton kernels use too
+    (NumPy scalars are taken as the Python numbers they hold)."""
+
+    def plain(v: Any) -> Any:
+        return v.item() if isinstance(v, np.generic) else v
+
+    return CrossEntropyOptions(
+        ignore_index=plain(ignore_index), reduction=reduction,
+        label_smoothing=plain(label_smoothing), num_items=plain(num_items),
+    )
 
 
 def _index_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple[Array, Array]:
@@ -389,8 +386,7 @@ def binary_cross_entropy_with_logits(
     >>> print(lse.binary_cross_entropy_with_logits(np.array([100.0, -100.0]), np.array([1.0, 0.0])))
     3.720075976020836e-44
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    CrossEntropyOptions(reduction=reduction)  # the one check of the reduction's name
     xp = aa.namespace(logits, target, weight, pos_weight)
     x = aa.as_array(xp, logits, "logits")
     y = aa.as_array(xp, target, "target")

@@ -8,7 +8,7 @@ CUDA tensors run the Triton kernels of ``logsumexp.triton`` when it is importabl
 
 from typing import Any
 
-from ._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 from .functional import cross_entropy, linear_cross_entropy, log_softmax, logsumexp, softmax
 from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
 

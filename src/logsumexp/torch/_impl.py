@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _kernels as K
-from ._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 
 # Memory budget of one chunk of logits in linear_cross_entropy: 64 MiB of float32 is 512 tokens
 # at V = 32000, enough for the matrix products to run at full speed while the few chunk-sized

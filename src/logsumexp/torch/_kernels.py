@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 
 # 16 MiB of float32 per chunk temporary: out of L2 (2 MiB per core) but well inside the 300 MiB
 # L3 of the Xeon we measured on. Against 2**18-element chunks (L2-sized) it issues 16× fewer small

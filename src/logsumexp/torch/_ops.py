@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import _impl
 from ._kernels import acc_dtype
-from ._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 
 
 def _opts(ignore_index: int, label_smoothing: float, z_loss: float, softcap: Optional[float]):

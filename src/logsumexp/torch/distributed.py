@@ -51,7 +51,7 @@ from torch import Tensor
 
 from .. import _online
 from . import _kernels as K
-from ._options import CrossEntropyOptions, Reduction
+from .._options import CrossEntropyOptions, Reduction
 
 __all__ = ["vocab_parallel_cross_entropy"]
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from . import _autograd  # noqa: F401  (attaches the autograd formulas to the operators)
 from . import _checks, _ops
 from ._kernels import acc_dtype
-from ._options import CrossEntropyOptions, Reduction
+from .._options import CrossEntropyOptions, Reduction
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "log_softmax", "logsumexp", "softmax"]
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from torch import Tensor, nn
 
 from . import _checks
-from ._options import CrossEntropyOptions, Reduction
+from .._options import CrossEntropyOptions, Reduction
 from .functional import cross_entropy, linear_cross_entropy
 
 

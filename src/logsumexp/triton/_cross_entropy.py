@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..torch._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 from ._common import (
     check_float_tensor,
     check_launchable,

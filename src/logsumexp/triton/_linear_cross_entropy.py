@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..torch._options import CrossEntropyOptions
+from .._options import CrossEntropyOptions
 from ._common import check_float_tensor, check_launchable
 from ._cross_entropy import check_target_range, denominator, launch_ce, scale_rows_
 

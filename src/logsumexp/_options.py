@@ -1,4 +1,4 @@
-"""Options shared by every cross-entropy implementation of the torch face and the Triton kernels.
+"""Options of every cross-entropy implementation: the array core, the torch face and the Triton kernels.
 
 Passing one small frozen dataclass (instead of a long row of positional arguments) keeps the
 autograd Functions and the kernel launchers readable, and validates every option in one place.
