@@ -89,3 +89,18 @@ def _check_count_tensor(value: torch.Tensor) -> None:
         raise ValueError(f"num_items must be a number or a 0-d tensor, got shape {tuple(value.shape)}")
     if value.dtype.is_complex or str(value.dtype) == "torch.bool":
         raise TypeError(f"num_items must be a real tensor, got dtype {value.dtype}")
+
+
+def target_out_of_range(value: int, position: tuple[int, ...], n_classes: int, ignore_index: int) -> IndexError:
+    """The one IndexError every backend raises for a class target outside ``[0, n_classes)``.
+
+    Backends find the first bad entry their own way (NumPy, torch, Dask) but word the error here, so a user
+    sees the same message whichever face they call.
+
+    >>> str(target_out_of_range(7, (1,), 5, -100))
+    'target value 7 at position (1,) is out of range: class indices must be in [0, 5) or equal to ignore_index=-100'
+    """
+    return IndexError(
+        f"target value {value} at position {position} is out of range: class indices must be in "
+        f"[0, {n_classes}) or equal to ignore_index={ignore_index}"
+    )
