@@ -193,12 +193,20 @@ def test_stream_text_stdin_matches_in_memory() -> None:
     np.testing.assert_allclose(cols, lse.logsumexp(x.reshape(-1, 3), axis=0), rtol=4e-16)
 
 
-def test_stream_text_ragged_is_fine_for_a_full_reduction_only() -> None:
-    data = b"1 2 3\n4 5\n"
-    got = _io.stream_logsumexp("-", stdin=io.BytesIO(data))
-    assert got == lse.logsumexp(np.arange(1.0, 6.0))
-    with pytest.raises(_io.InputError, match="line 2"):
-        _io.stream_logsumexp("-", axis=1, stdin=io.BytesIO(data))
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_ragged_table_is_refused_for_every_reduction(axis) -> None:
+    # A ragged table used to be flattened silently by a full reduction and refused otherwise:
+    # now it means one thing everywhere (refused, naming the line).
+    data = b"1,2,3\n4,5\n"
+    with pytest.raises(_io.InputError, match=r"line 2: 2 values, expected 3 like line 1"):
+        _io.stream_logsumexp("-", axis=axis, stdin=io.BytesIO(data))
+    with pytest.raises(_io.InputError, match=r"line 2: 2 values, expected 3"):
+        _io.read_array("-", stdin=io.BytesIO(data))
+
+
+def test_ragged_column_is_refused() -> None:
+    with pytest.raises(_io.InputError, match=r"line 3: 2 values, expected 1 like line 1"):
+        _io.read_array("-", stdin=io.BytesIO(b"1\n2\n3 4\n"))
 
 
 def test_stream_npy_stdin_in_chunks(big) -> None:
@@ -255,3 +263,91 @@ def test_progress_bar_full_and_fits_width() -> None:
 def test_format_bytes() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.5 KiB"
+
+
+# --- spreadsheet artefacts -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data",
+    [
+        "\ufeff1,2\n3,4\n".encode(),  # UTF-8 byte-order mark (Excel "CSV UTF-8")
+        b"1,2\r\n3,4\r\n",  # CRLF line ends
+        b"1,2\r3,4\r",  # old Mac line ends
+        b"1,2\n3,4\n\n\n",  # trailing empty lines
+        b"1,2\n3,4\n,\n,\n",  # trailing rows of empty cells
+        b'"1","2"\n"3", "4"\n',  # quoted numbers
+        b"1;2\n3;4\n",  # semicolon-separated (decimal-comma locales)
+        "1\t2\n3\t4\n".encode("utf-16"),  # Excel "Unicode text": UTF-16 with its mark, tabs
+        "\ufeff1,2\r\n3,4\r\n,\r\n".encode(),  # all at once
+    ],
+)
+def test_spreadsheet_csv_artefacts(tmp_path, data: bytes) -> None:
+    f = tmp_path / "sheet.csv"
+    f.write_bytes(data)
+    np.testing.assert_array_equal(_io.read_array(str(f)), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(data)), [[1, 2], [3, 4]])
+    assert _io.stream_logsumexp(str(f)) == lse.logsumexp(np.array([1.0, 2, 3, 4]))
+
+
+def test_bom_in_whitespace_text_and_with_header() -> None:
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO("\ufeff1\n2\n".encode())), [1, 2])
+    got = _io.read_array("-", header=True, stdin=io.BytesIO("\ufeffa,b\n1,2\n".encode()))
+    np.testing.assert_array_equal(got, [[1, 2]])
+
+
+def test_header_row_error_hints_at_header_option(tmp_path) -> None:
+    f = tmp_path / "h.csv"
+    f.write_text("logit_a,logit_b\n1,2\n")
+    with pytest.raises(_io.InputError, match=r"line 1: not a number: 'logit_a' \(if this line is a header, skip it with --header\)"):
+        _io.read_array(str(f))
+    g = tmp_path / "bad.csv"
+    g.write_text("1,2\nx,3\n")
+    with pytest.raises(_io.InputError, match=r"line 2: not a number: 'x'$"):
+        _io.read_array(str(g))
+
+
+# --- text in blocks: bounded memory for any layout -------------------------------------------
+def test_nul_bytes_fail_fast() -> None:
+    with pytest.raises(_io.InputError, match=r"line 2: NUL bytes: this is binary data"):
+        _io.stream_logsumexp("-", stdin=io.BytesIO(b"1 2\n3\x00\x00\x00" + b"\x00" * 100))
+    with pytest.raises(_io.InputError, match="NUL bytes"):
+        _io.read_array("-", stdin=io.BytesIO(b"\x00" * 100))
+
+
+def test_endless_value_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(_io, "TEXT_BLOCK", 64)
+    monkeypatch.setattr(_io, "_LINE_CARRY", 128)
+    with pytest.raises(_io.InputError, match=r"line 1: a value of more than 4096 characters \('1111"):
+        _io.stream_logsumexp("-", stdin=io.BytesIO(b"1 " + b"1" * 10_000))
+
+
+def _messy_text(rng: np.random.Generator, values: np.ndarray, ncols: int, newline: bool) -> bytes:
+    """``values`` as text with comments, blank lines, odd spacing and CRLF (one line if not ``newline``)."""
+    rows = []
+    for row in values.reshape(-1, ncols):
+        cells = [repr(float(v)) for v in row]
+        rows.append(" " * int(rng.integers(3)) + "\t ".join(cells) + ("  # c" if rng.random() < 0.2 else ""))
+        if rng.random() < 0.2:
+            rows.append("")
+    if not newline:
+        return " ".join(repr(float(v)) for v in values).encode()
+    return ("# head\r\n" + "\r\n".join(rows)).encode()
+
+
+@pytest.mark.parametrize("block", [1, 5, 64, 1 << 18])
+@pytest.mark.parametrize("carry", [3, 1 << 16])
+@pytest.mark.parametrize("newline", [True, False])
+def test_block_boundaries_do_not_change_the_values(monkeypatch, block: int, carry: int, newline: bool) -> None:
+    # Every place a block can end (inside a value, a comment, a CRLF; a line carried whole or
+    # split) must give the same values as reading the text at once.
+    rng = np.random.default_rng(block + carry)
+    x = rng.standard_normal(600) * 300
+    data = _messy_text(rng, x, 3, newline)
+    monkeypatch.setattr(_io, "TEXT_BLOCK", block)
+    monkeypatch.setattr(_io, "_LINE_CARRY", carry)
+    got = _io.read_array("-", stdin=io.BytesIO(data))
+    np.testing.assert_array_equal(got, x.reshape(-1, 3) if newline else x.reshape(1, -1))
+    streamed = _io.stream_logsumexp("-", stdin=io.BytesIO(data), chunk_size=50)
+    assert _ulps(streamed, lse.logsumexp(x)) <= 2
+    if newline:
+        rows = _io.stream_logsumexp("-", axis=1, stdin=io.BytesIO(data), chunk_size=50)
+        np.testing.assert_allclose(rows, lse.logsumexp(x.reshape(-1, 3), axis=1), rtol=4e-16, atol=0)

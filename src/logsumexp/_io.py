@@ -304,12 +304,41 @@ class _NpyStream(_NpyBase):
         return out.T if self.fortran else out
 
 
+#: Characters of text read at a time. Text is scanned block by block (never line by line), so
+#: that a file with no newline at all (one huge line) is read in bounded memory: 256 Ki
+#: characters hold at most 128 Ki values, ~8 MiB as Python strings before conversion.
+TEXT_BLOCK = 1 << 16
+#: A line shorter than this that straddles two blocks is carried over whole (so that it is split
+#: once, with its comment and its empty cells seen together); a longer one is split where the
+#: block ends and only its last, partial value is carried.
+_LINE_CARRY = 1 << 16
+#: No number needs more characters than this; a longer "value" is binary data or a missing
+#: separator, refused before it can grow without bound.
+_MAX_VALUE_CHARS = 4096
+#: Delimiters recognised on the first data line, in order of priority: a semicolon is only ever
+#: a delimiter (spreadsheets in locales with a decimal comma write it), a comma usually is.
+_SNIFFED_DELIMITERS = (";", ",")
+
+
+def _unquote(field: str) -> str:
+    """A spreadsheet's quoted cell ``"1.5"`` as ``1.5`` (other text is left alone)."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].strip()
+    return field
+
+
 class _Text(_Source):
-    """CSV or whitespace-separated text, parsed a chunk of lines at a time.
+    """CSV or whitespace-separated text, scanned in fixed-size blocks.
 
     Shape: a first data line with one value makes a 1-D column of numbers; more values make a
-    2-D table, whose lines must then all have that many values (except for a full reduction,
-    which takes every number whatever the layout).
+    2-D table. Every data line must hold as many values as the first one (a ragged table is
+    refused whatever is computed, naming the line), so that a file means the same thing to
+    every command. Spreadsheet artefacts are accepted: a UTF-8 (or UTF-16) byte-order mark,
+    CRLF line ends, blank lines and rows of empty cells (``,,``), quoted numbers (``"1.5"``),
+    and ``;`` as the CSV delimiter.
+
+    Memory: one block of text and its values (plus, for a table read by rows, one row), however
+    the input is laid out, even with no newline at all.
     """
 
     def __init__(
@@ -322,90 +351,186 @@ class _Text(_Source):
         self.dtype = np.dtype(np.float64)
         self.nbytes = nbytes
         self._on_close = on_close
-        self._lineno = 0
-        self._text = ""
-        if header:
-            self._readline()
-        first = self._next_data()
-        if first is None:
+        self._sniff = sniff
+        self._header = header
+        self.ncols: int | None = None  # values per line, known once the first data line ends
+        self._ndim: int | None = None  # known once the first data line ends or holds two values
+        self._first_line: int | None = None  # line number of the first data line
+        self._blocks = self._scan()
+        self._primed: list[tuple[np.ndarray, int]] = []
+        while self._ndim is None:
+            item = next(self._blocks, None)
+            if item is None:
+                break
+            self._primed.append(item)
+        if self._ndim is None:
             raise InputError(f"{name}: no numbers in the input (empty)")
-        if sniff and delimiter is None and "," in self._text:
-            self.delimiter = ","
-            first = (first[0], self._split(self._text), first[2])
-        self._pending: tuple[int, list[str], int] | None = first
-        self.ncols = len(first[1])
 
     @property
     def ndim(self) -> int:
-        return 1 if self.ncols == 1 else 2
+        return self._ndim or 1
 
-    def _readline(self) -> str:
+    # --- scanning ------------------------------------------------------------------------------
+    def _read_block(self, lineno: int) -> str:
         try:
-            line = self.stream.readline()
+            block = self.stream.read(TEXT_BLOCK)
         except UnicodeDecodeError:
-            raise InputError(f"{self.name}, line {self._lineno + 1}: not UTF-8 text (and not a .npy file)") from None
-        if line:
-            self._lineno += 1
-        return line
+            raise InputError(f"{self.name}, line {lineno}: not UTF-8 text (and not a .npy file)") from None
+        nul = block.find("\x00")
+        if nul >= 0:
+            raise InputError(
+                f"{self.name}, line {lineno + block.count(chr(10), 0, nul)}: NUL bytes: this is binary "
+                "data, not numbers as text (a .npy file starts with the bytes \\x93NUMPY)"
+            )
+        return block
 
-    def _split(self, text: str) -> list[str]:
+    def _sniff_delimiter(self, content: str) -> None:
+        """Before the first data line is read: take its delimiter, if sniffing."""
+        if self._first_line is None and self._sniff and content.strip():
+            # neither: whitespace, which also reads a one-column CSV and tab-separated text
+            self.delimiter = next((d for d in _SNIFFED_DELIMITERS if d in content), None)
+            self._sniff = False
+
+    def _fields(self, content: str) -> list[str]:
+        """The values of one line's ``content`` (its comment removed); [] for an empty row."""
+        self._sniff_delimiter(content)
         if self.delimiter is None:
-            return text.split()
-        return [f.strip() for f in text.split(self.delimiter)]
+            fields = content.split()
+        else:
+            fields = [f.strip() for f in content.split(self.delimiter)]
+            if not any(fields):  # a row of empty cells, as spreadsheets export them: a blank line
+                return []
+        if '"' in content:
+            fields = [_unquote(f) for f in fields]
+        return fields
 
-    def _next_data(self) -> tuple[int, list[str], int] | None:
-        """The next line with data: (line number, fields, characters consumed), or None at the end."""
-        used = 0
+    def _partial_fields(self, tail: str) -> tuple[list[str], str]:
+        """The complete values of a long line cut by the block's end, and its partial last value."""
+        self._sniff_delimiter(tail)
+        if self.delimiter is None:
+            fields = tail.split()
+            carry = fields.pop() if fields and not tail[-1].isspace() else ""
+        else:
+            pieces = tail.split(self.delimiter)
+            carry = pieces.pop()
+            fields = [_unquote(f.strip()) for f in pieces]
+        return fields, carry
+
+    def _end_line(self, lineno: int, count: int) -> None:
+        """A line has ended with ``count`` values: the first fixes the table's width."""
+        if count == 0:
+            return
+        if self.ncols is None:
+            self.ncols = count
+            self._ndim = 1 if count == 1 else 2
+        elif count != self.ncols:
+            raise InputError(
+                f"{self.name}, line {lineno}: {count} value{'s' * (count != 1)}, expected {self.ncols} "
+                f"like line {self._first_line} (every line must hold the same number of values)"
+            )
+
+    def _scan(self) -> Iterator[tuple[np.ndarray, int]]:
+        """The values of each block of text as a 1-D float64 array, with the characters read."""
+        carry = ""  # the start of a line (or of a value) cut by the previous block's end
+        skipping = self._header  # inside the header line or a comment, until the next newline
+        lineno, count = 1, 0  # the current line and its values so far
         while True:
-            line = self._readline()
-            if not line:
-                return None
-            used += len(line)
-            text = line.split("#", 1)[0].strip() if "#" in line else line.strip()
-            if text:
-                self._text = text
-                return self._lineno, self._split(text), used
+            block = self._read_block(lineno)
+            eof = not block
+            lines = (carry + block).split("\n")
+            tail = None if eof else lines.pop()  # the line still being read
+            tokens: list[str] = []
+            starts: list[int] = []  # where each line's values start in tokens
+            linenos: list[int] = []
+            # The common case, plain whitespace-separated numbers, is split inline: this loop
+            # runs once per line and dominates the time of reading text.
+            plain = self.delimiter is None and self._first_line is not None and '"' not in block
+            for line in lines:
+                if not skipping:
+                    if "#" in line:
+                        line = line.split("#", 1)[0]
+                    fields = line.split() if plain else self._fields(line)
+                    if fields:
+                        if self._first_line is None:
+                            self._first_line = lineno
+                        starts.append(len(tokens))
+                        linenos.append(lineno)
+                        tokens += fields
+                        count += len(fields)
+                if count != self.ncols and count:
+                    self._end_line(lineno, count)
+                skipping, lineno, count = False, lineno + 1, 0
+            carry = ""
+            if tail is not None and not skipping:
+                if "#" in tail:  # a comment starts: its values are complete, the rest is skipped
+                    fields, skipping = self._fields(tail.split("#", 1)[0]), True
+                elif len(tail) < _LINE_CARRY:
+                    fields, carry = [], tail
+                else:
+                    fields, carry = self._partial_fields(tail)
+                    if len(carry) > _MAX_VALUE_CHARS:
+                        raise InputError(
+                            f"{self.name}, line {lineno}: a value of more than {_MAX_VALUE_CHARS} "
+                            f"characters ({carry[:20]!r}...): not a number"
+                        )
+                self._add(tokens, starts, linenos, lineno, fields)
+                count += len(fields)
+                if self._ndim is None and self._first_line is not None and count >= 2:
+                    self._ndim = 2
+            yield self._convert(tokens, starts, linenos), len(block)
+            if eof:
+                return
 
-    def _lines(self) -> Iterator[tuple[int, list[str], int]]:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            yield pending
-        while (item := self._next_data()) is not None:
-            yield item
+    def _add(self, tokens: list[str], starts: list[int], linenos: list[int], lineno: int, fields: list[str]) -> None:
+        if not fields:
+            return
+        if self._first_line is None:
+            self._first_line = lineno
+        starts.append(len(tokens))
+        linenos.append(lineno)
+        tokens.extend(fields)
 
-    def _chunks(self, n: int, rows: bool) -> Iterator[tuple[np.ndarray, int]]:
-        tokens: list[str] = []
-        starts: list[int] = []  # index in tokens where each line starts
-        linenos: list[int] = []
-        used = 0
-        for lineno, fields, nchars in self._lines():
-            if rows and len(fields) != self.ncols:
-                raise InputError(
-                    f"{self.name}, line {lineno}: {len(fields)} value{'s' * (len(fields) != 1)}, expected "
-                    f"{self.ncols} like the first line (a table needs equal rows)"
-                )
-            starts.append(len(tokens))
-            linenos.append(lineno)
-            tokens.extend(fields)
-            used += nchars
-            if len(tokens) >= n:
-                yield self._convert(tokens, starts, linenos, rows), used
-                tokens, starts, linenos, used = [], [], [], 0
-        if tokens:
-            yield self._convert(tokens, starts, linenos, rows), used
-
-    def _convert(self, tokens: list[str], starts: list[int], linenos: list[int], rows: bool) -> np.ndarray:
+    def _convert(self, tokens: list[str], starts: list[int], linenos: list[int]) -> np.ndarray:
         try:
-            arr = np.fromiter(map(float, tokens), dtype=np.float64, count=len(tokens))
+            return np.fromiter(map(float, tokens), dtype=np.float64, count=len(tokens))
         except ValueError:
             i = _first_bad(tokens)
             line = linenos[bisect.bisect_right(starts, i) - 1]
             bad = tokens[i]
             what = "an empty value" if not bad else f"not a number: {bad!r}"
-            raise InputError(f"{self.name}, line {line}: {what}") from None
-        if rows and self.ncols > 1:
-            arr = arr.reshape(-1, self.ncols)
-        return arr
+            hint = ""
+            if line == self._first_line and not self._header:
+                hint = " (if this line is a header, skip it with --header)"
+            raise InputError(f"{self.name}, line {line}: {what}{hint}") from None
+
+    # --- chunks --------------------------------------------------------------------------------
+    def _all_blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        primed, self._primed = self._primed, []
+        yield from primed
+        yield from self._blocks
+
+    def _chunks(self, n: int, rows: bool) -> Iterator[tuple[np.ndarray, int]]:
+        """Chunks of about ``n`` values (whole rows of the table when ``rows``)."""
+        pending: list[np.ndarray] = []
+        have = used = 0
+        for values, nchars in self._all_blocks():
+            pending.append(values)
+            have += values.size
+            used += nchars
+            unit = (self.ncols or 0) if rows else 1  # 0: the first row has not ended yet
+            step = max(1, n // unit) * unit if unit else 0
+            if step and have >= step:
+                buf = np.concatenate(pending)
+                cut = have - have % step
+                for start in range(0, cut, step):
+                    yield self._shaped(buf[start:start + step], rows), used
+                    used = 0
+                pending, have = [buf[cut:]], have - cut
+        if have:
+            yield self._shaped(np.concatenate(pending), rows), used
+
+    def _shaped(self, values: np.ndarray, rows: bool) -> np.ndarray:
+        return values.reshape(-1, self.ncols) if rows and self._ndim == 2 else values
 
     def flat_chunks(self, n: int) -> Iterator[tuple[np.ndarray, int]]:
         return self._chunks(n, rows=False)
@@ -414,8 +539,8 @@ class _Text(_Source):
         return self._chunks(n, rows=True)
 
     def load(self) -> np.ndarray:
-        parts = [a for a, _ in self._chunks(1 << 20, rows=True)]
-        return np.concatenate(parts, axis=0)
+        values = np.concatenate([v for v, _ in self._all_blocks()])
+        return self._shaped(values, rows=True)
 
     def close(self) -> None:
         self.stream.close()  # the wrapper chain only; it does not close the file or stdin
@@ -467,9 +592,12 @@ def open_source(
         if is_npy:
             raise InputError(f"{name}: this is a .npy file, not {fmt} (use --format auto or npy)")
         delimiter = "," if fmt == "csv" or (fmt == "auto" and _is_csv_name(path)) else None
-        text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding="utf-8", newline=None)
+        # utf-8-sig drops the byte-order mark that spreadsheets write first; "Unicode text"
+        # exports are UTF-16 with their own mark. Universal newlines read CRLF and CR line ends.
+        encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, newline=None)
         return _Text(
-            text, name, delimiter, sniff=fmt == "auto", header=header, nbytes=nbytes,
+            text, name, delimiter, sniff=fmt in ("auto", "csv"), header=header, nbytes=nbytes,
             on_close=raw.close if owned else None,
         )
     except BaseException:
