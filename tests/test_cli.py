@@ -73,11 +73,48 @@ def test_weights_and_sign(capsys) -> None:
 
 def test_json_output_is_strict(capsys) -> None:
     obj = json.loads(ok(capsys, "softmax", "0", "-inf", "--json"))
-    assert obj == {"command": "softmax", "shape": [2], "dtype": "float64", "result": [1.0, 0.0]}
-    obj = json.loads(ok(capsys, "lse", "-inf", "-inf", "--json"))
-    assert obj["result"] == "-inf"
+    assert obj == {"command": "softmax", "shape": [2], "dtype": "float64", "result": [1.0, 0.0], "nonfinite": {}}
     obj = json.loads(ok(capsys, "lse", "1", "--b", "-1", "--return-sign", "--json"))
     assert obj["result"] == 1.0 and obj["sign"] == -1.0
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_nonfinite_values_are_null_and_listed_by_kind(capsys) -> None:
+    # One convention for every command: a value is a number or null (never a string), and
+    # "nonfinite" says where each inf, -inf and nan is.
+    obj = _strict_json(ok(capsys, "log-softmax", "inf", "1", "nan", "--axis", "0", "--json"))
+    assert obj["result"] == [None, None, None]
+    assert obj["nonfinite"] == {"result": {"nan": [[0], [1], [2]]}}
+    obj = _strict_json(ok(capsys, "log-softmax", "inf", "1", "--json"))
+    assert obj["result"] == [0.0, None] and obj["nonfinite"] == {"result": {"-inf": [[1]]}}
+    obj = _strict_json(ok(capsys, "lse", "-inf", "-inf", "--json"))
+    assert obj["result"] is None and obj["nonfinite"] == {"result": {"-inf": [[]]}}
+    obj = _strict_json(ok(capsys, "lse", "inf", "--json"))
+    assert obj["result"] is None and obj["nonfinite"] == {"result": {"inf": [[]]}}
+    obj = _strict_json(ok(capsys, "lse", "nan", "1", "--b", "1", "--return-sign", "--json"))
+    assert obj["result"] is None and obj["sign"] is None
+    assert obj["nonfinite"] == {"result": {"nan": [[]]}, "sign": {"nan": [[]]}}
+    assert "nonfinite" in ok(capsys, "softmax", "--help")
+
+
+@pytest.mark.parametrize("argv", [["log-softmax", "inf", "1"], ["log-softmax", "inf", "-inf"]])
+def test_negative_zero_prints_as_zero(capsys, argv) -> None:
+    # log_softmax([inf, 1]) is [-0.0, -inf] in IEEE arithmetic; the command writes the zero as 0.0.
+    assert np.signbit(lse.log_softmax(np.array([float(v) for v in argv[1:]]))[0])
+    assert ok(capsys, *argv).split() == ["0.0", "-inf"]
+    assert _strict_json(ok(capsys, *argv, "--json"))["result"] == [0.0, None]
+    assert "-0.0" not in ok(capsys, *argv, "--json")
+
+
+def test_negative_zero_in_float32_and_tables(capsys, tmp_path) -> None:
+    np.save(tmp_path / "x.npy", np.array([[np.inf, 1.0], [2.0, np.inf]], dtype=np.float32))
+    assert ok(capsys, "log-softmax", "-f", str(tmp_path / "x.npy")) == "0.0 -inf\n-inf 0.0\n"
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -127,9 +164,10 @@ def test_progress_bar_only_on_a_terminal(capsys, tmp_path, monkeypatch) -> None:
 
 
 # --- errors: one line, exit 1; usage errors exit 2 ---------------------------------------------
-def test_non_number(capsys) -> None:
-    err = fails(capsys, 1, "lse", "1", "abc")
-    assert err == "logsumexp: error: not a number: 'abc' (value 2)\n"
+def test_non_number_argument_is_a_usage_mistake(capsys) -> None:
+    err = fails(capsys, 2, "lse", "1", "abc")
+    assert err.startswith("usage: logsumexp lse") and err.endswith("logsumexp lse: error: not a number: 'abc' (value 2)\n")
+    assert "not a number: 'x' (--b value 2)" in fails(capsys, 2, "lse", "1", "2", "--b", "1,x")
 
 
 def test_empty_file(capsys, tmp_path) -> None:
@@ -152,7 +190,7 @@ def test_axis_does_not_fit(capsys, tmp_path) -> None:
 
 def test_target_out_of_range_and_bad_target(capsys) -> None:
     assert "out of range" in fails(capsys, 1, "ce", "--target", "3", "1", "2", "3")
-    assert "not a class index" in fails(capsys, 1, "ce", "--target", "x", "1", "2")
+    assert "not a class index" in fails(capsys, 2, "ce", "--target", "x", "1", "2")
     assert "--target" in fails(capsys, 2, "ce", "1", "2")
 
 
@@ -160,8 +198,13 @@ def test_weights_that_do_not_broadcast(capsys) -> None:
     assert "broadcast" in fails(capsys, 1, "lse", "1", "2", "3", "--b", "1", "2")
 
 
-def test_bad_temperature(capsys) -> None:
-    assert "temperature" in fails(capsys, 1, "softmax", "1", "2", "--temperature", "0")
+def test_bad_temperature_and_smoothing_are_usage_mistakes(capsys) -> None:
+    # argparse gives 2 for --temperature x; a value wrong on its own gets the same code from us.
+    for t in ("0", "-1", "nan", "x"):
+        assert "--temperature" in fails(capsys, 2, "softmax", "1", "2", "--temperature", t)
+    for eps in ("-0.1", "1.5", "x"):
+        assert "--label-smoothing" in fails(capsys, 2, "ce", "--target", "0", "1", "2", "--label-smoothing", eps)
+    assert "--ignore-index" in fails(capsys, 2, "ce", "--target", "0", "1", "2", "--ignore-index", str(10**30))
 
 
 def test_usage_errors_exit_2(capsys) -> None:
@@ -237,9 +280,9 @@ def test_entry_point_subprocess() -> None:
     r = subprocess.run([str(VENV_BIN / "logsumexp"), "lse", "-1000", "-1000", "-1000"],
                        capture_output=True, text=True, env=_env(), timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (0, "-998.9013877113318\n", "")
-    r = subprocess.run([str(VENV_BIN / "logsumexp"), "lse", "nope"], capture_output=True, text=True,
+    r = subprocess.run([str(VENV_BIN / "logsumexp"), "lse", "-f", "nope.csv"], capture_output=True, text=True,
                        env=_env(), timeout=60)
-    assert r.returncode == 1 and r.stderr == "logsumexp: error: not a number: 'nope' (value 1)\n"
+    assert r.returncode == 1 and r.stderr == "logsumexp: error: nope.csv: no such file\n"
 
 
 def test_python_m_and_stdin_text() -> None:
