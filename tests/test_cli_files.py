@@ -297,3 +297,20 @@ def test_huge_values_everywhere(capsys) -> None:
     assert ok(capsys, "lse", "1e308", "1e308") == repr(float(lse.logsumexp(np.array([1e308, 1e308])))) + "\n"
     assert ok(capsys, "lse", "1e400") == "inf\n"
     assert ok(capsys, "softmax", "-1e308", "1e308").split() == ["0.0", "1.0"]
+
+
+def test_a_file_that_is_not_numbers_is_named_by_its_first_line(capsys, tmp_path) -> None:
+    # /etc/passwd-like text: the first line is the error, not a "ragged" line further down
+    (tmp_path / "p.txt").write_text("root:x:0\nbin:x:1\nsome user:x:2\n")
+    assert "p.txt, line 1: not a number: 'root:x:0'" in fails(capsys, 1, "softmax", "-f", str(tmp_path / "p.txt"))
+
+
+def test_one_hot_integer_targets_are_probabilities(capsys, tmp_path) -> None:
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "t.npy", np.array([[0, 0, 1], [1, 0, 0]]))
+    got = float(ok(capsys, "ce", "-f", str(tmp_path / "x.npy"), "--target-file", str(tmp_path / "t.npy")))
+    assert got == lse.cross_entropy(X, np.array([[0.0, 0, 1], [1, 0, 0]]))
+
+
+def test_repeated_axis_is_a_usage_mistake(capsys) -> None:
+    assert "an axis is repeated in '0,0'" in fails(capsys, 2, "lse", "1", "--axis", "0,0")

@@ -3,13 +3,17 @@
 Inputs are numbers from the command line, ``.npy`` files, CSV and whitespace-separated text,
 each from a file or from stdin (``-``). Text is a table: one row per non-empty line (``#`` starts
 a comment); a file whose first line holds one number is a 1-D column of numbers, otherwise it is
-2-D (rows × columns). The format is sniffed: the ``.npy`` magic bytes, else text, comma-separated
-when the name ends in ``.csv`` or the first data line has a comma.
+2-D (rows × columns), and every line must hold as many numbers as the first (a ragged table is
+refused, naming the line, whatever is computed). The format is sniffed: the ``.npy`` magic bytes,
+else text, separated by ``;`` or ``,`` when the first data line has one, else by whitespace.
+What spreadsheets write is read: a byte-order mark (UTF-8, or UTF-16 for "Unicode text"), CRLF
+line ends, rows of empty cells, quoted numbers.
 
 Streaming (:func:`stream_logsumexp`) never holds more than one chunk: a ``.npy`` file is
 memory-mapped one chunk at a time (each map is released before the next, so the resident memory
 stays at one chunk however large the file), a ``.npy`` stream is read into one reused buffer, and
-text is parsed a chunk of lines at a time. Each chunk's (max, lead, tail) state (the library's
+text is scanned in fixed-size blocks of characters (never a line at a time, so that one endless
+line costs no more than many short ones; NUL bytes are refused at once). Each chunk's (max, lead, tail) state (the library's
 fast path, accumulated in float64) is merged into a :class:`logsumexp.LSEState`; the merge is
 exact up to rounding and keeps the dominant-term accuracy, so the result agrees with the
 in-memory one to an ulp or two, and equals it when the input fits in one chunk.
@@ -458,7 +462,13 @@ class _Text(_Source):
                         tokens += fields
                         count += len(fields)
                 if count != self.ncols and count:
-                    self._end_line(lineno, count)
+                    try:
+                        self._end_line(lineno, count)
+                    except InputError:
+                        # a value that is not a number on an earlier line is the first error
+                        # (a file that is not numbers at all is not "ragged")
+                        self._convert(tokens, starts, linenos)
+                        raise
                 skipping, lineno, count = False, lineno + 1, 0
             carry = ""
             if tail is not None and not skipping:
@@ -557,8 +567,8 @@ def open_source(
 ) -> _Source:
     """Open ``path`` (``-``: stdin) as a chunked numeric source.
 
-    ``fmt`` is ``auto`` (sniff: ``.npy`` magic, else text, CSV when the name ends in ``.csv`` or
-    the first data line has a comma), ``npy``, ``csv`` or ``text`` (whitespace-separated).
+    ``fmt`` is ``auto`` (sniff: ``.npy`` magic, else text, separated by ``;`` or ``,`` when the
+    first data line has one), ``npy``, ``csv`` (``,`` or ``;``) or ``text`` (whitespace only).
     ``header`` skips the first line of text. ``stdin`` replaces ``sys.stdin.buffer`` (tests).
     Raises :class:`InputError` for a missing, empty or malformed input.
     """

@@ -121,6 +121,8 @@ def _axis(text: str) -> int | tuple[int, ...] | None:
         parts = [int(p) for p in t.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int, ints separated by commas, or 'all', got {text.strip()!r}") from None
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"an axis is repeated in {text.strip()!r}")
     return parts[0] if len(parts) == 1 and "," not in t else tuple(parts)
 
 
@@ -407,8 +409,10 @@ def _targets(ns: argparse.Namespace, x: np.ndarray, typed: np.ndarray | None) ->
         return t if classes is None else _fit(t, classes[0], "--target", ("class index", "class indices"), x.shape)
     t = _io.read_array(ns.target_file)
     what = f"--target-file {ns.target_file}"
-    if classes is None or t.shape == x.shape:  # probabilities, or an axis the library will refuse
+    if classes is None:  # the library words the error about the axis
         return t
+    if t.shape == x.shape:  # probabilities; an integer file of that shape is one-hot
+        return t if t.dtype.kind == "f" else t.astype(np.float64)
     index_shape = classes[0]
     if _same_values(t.shape, x.shape) and not _same_values(t.shape, index_shape):
         return t.reshape(x.shape)  # probabilities, written with another layout of unit axes
