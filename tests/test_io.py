@@ -351,3 +351,9 @@ def test_block_boundaries_do_not_change_the_values(monkeypatch, block: int, carr
     if newline:
         rows = _io.stream_logsumexp("-", axis=1, stdin=io.BytesIO(data), chunk_size=50)
         np.testing.assert_allclose(rows, lse.logsumexp(x.reshape(-1, 3), axis=1), rtol=4e-16, atol=0)
+
+
+def test_parse_numbers_drops_a_leading_byte_order_mark() -> None:
+    np.testing.assert_array_equal(_io.parse_numbers(["\ufeff1", "2"]), [1.0, 2.0])
+    with pytest.raises(_io.InputError, match=r"not a number: '\\ufeff2' \(value 2\)"):
+        _io.parse_numbers(["1", "\ufeff2"])  # only at the start, where a file's mark would be

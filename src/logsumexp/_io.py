@@ -76,8 +76,11 @@ def parse_numbers(tokens: Sequence[str], what: str = "value") -> np.ndarray:
     """``tokens`` as a float64 array, with Python's ``float`` syntax (``inf``, ``nan``, ``1e3``).
 
     A token that is not a number raises :class:`InputError` naming it and its position
-    (``what`` and a 1-based index).
+    (``what`` and a 1-based index). A byte-order mark before the first token (text pasted
+    from a spreadsheet's file, ``$(cat sheet.csv)``) is dropped.
     """
+    if tokens and tokens[0].startswith("\ufeff"):
+        tokens = [tokens[0][1:], *tokens[1:]]
     try:
         return np.fromiter(map(float, tokens), dtype=np.float64, count=len(tokens))
     except ValueError:
