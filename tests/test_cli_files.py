@@ -192,8 +192,14 @@ def test_header_row_hint_and_option(capsys, tmp_path) -> None:
 
 
 # --- 14. text with no newline, endless input ---------------------------------------------------
-_MEMORY_CHILD = """
-import io, resource, sys
+# The children run under an address-space limit, so that a regression fails with a MemoryError
+# instead of taking the (shared) machine's memory: 3 GiB, where a normal run peaks near 0.5 GiB.
+_LIMIT = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+"""
+_MEMORY_CHILD = _LIMIT + """
+import io, sys
 import numpy as np
 import logsumexp as lse
 from logsumexp import _io, cli
@@ -222,8 +228,8 @@ def test_text_without_newline_streams_in_bounded_memory() -> None:
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero (a POSIX system)")
 def test_dev_zero_fails_fast_with_a_clear_error() -> None:
-    r = subprocess.run([sys.executable, "-m", "logsumexp", "lse", "-f", "/dev/zero"],
-                       capture_output=True, text=True, env=_env(), timeout=60)
+    child = _LIMIT + "from logsumexp.cli import main; raise SystemExit(main(['lse', '-f', '/dev/zero']))"
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=_env(), timeout=60)
     assert r.returncode == 1
     assert r.stderr == ("logsumexp: error: /dev/zero, line 1: NUL bytes: this is binary data, not numbers "
                         "as text (a .npy file starts with the bytes \\x93NUMPY)\n")
