@@ -357,3 +357,16 @@ def test_parse_numbers_drops_a_leading_byte_order_mark() -> None:
     np.testing.assert_array_equal(_io.parse_numbers(["\ufeff1", "2"]), [1.0, 2.0])
     with pytest.raises(_io.InputError, match=r"not a number: '\\ufeff2' \(value 2\)"):
         _io.parse_numbers(["1", "\ufeff2"])  # only at the start, where a file's mark would be
+
+
+def test_windows_code_page_header_is_skipped_and_named_elsewhere(tmp_path) -> None:
+    # Excel's "CSV (Comma delimited)" writes the header in cp1252, which is not UTF-8
+    f = tmp_path / "w.csv"
+    f.write_bytes("Größe,µ\r\n1,2\r\n".encode("cp1252"))
+    np.testing.assert_array_equal(_io.read_array(str(f), header=True), [[1, 2]])
+    with pytest.raises(_io.InputError, match=r"w.csv, line 1: not UTF-8 text \(and not a .npy file\) \(if this"):
+        _io.read_array(str(f))
+    g = tmp_path / "v.csv"
+    g.write_bytes(b"1,2\n3,\xe94\n")
+    with pytest.raises(_io.InputError, match=r"v.csv, line 2: not UTF-8 text"):
+        _io.read_array(str(g))

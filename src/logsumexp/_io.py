@@ -511,6 +511,8 @@ class _Text(_Source):
             line = linenos[bisect.bisect_right(starts, i) - 1]
             bad = tokens[i]
             what = "an empty value" if not bad else f"not a number: {bad!r}"
+            if "\ufffd" in bad:
+                what = "not UTF-8 text (and not a .npy file)"
             hint = ""
             if line == self._first_line and not self._header:
                 hint = " (if this line is a header, skip it with --header)"
@@ -608,7 +610,10 @@ def open_source(
         # utf-8-sig drops the byte-order mark that spreadsheets write first; "Unicode text"
         # exports are UTF-16 with their own mark. Universal newlines read CRLF and CR line ends.
         encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-        text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, newline=None)
+        # Bytes that are not UTF-8 (a header in a Windows code page) become U+FFFD: harmless in a
+        # header or a comment, and named with their line where a number should be.
+        text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, errors="replace",
+                                newline=None)
         return _Text(
             text, name, delimiter, sniff=fmt in ("auto", "csv"), header=header, nbytes=nbytes,
             on_close=raw.close if owned else None,

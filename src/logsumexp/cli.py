@@ -179,7 +179,8 @@ def _add_input(p: argparse.ArgumentParser, *, json_help: str = _JSON_HELP) -> No
     p.add_argument("values", nargs="*", metavar="X", help="the numbers (negative numbers are fine: -1000, -1e3, -inf)")
     p.add_argument("-f", "--file", metavar="FILE", help="read the numbers from FILE (.npy, .csv, text; - for stdin)")
     p.add_argument("--format", choices=_io.FORMATS, default="auto",
-                   help="input format (default: auto: .npy magic bytes, else text; CSV if .csv or commas)")
+                   help="input format (default: auto: .npy magic bytes, else text, split on ';' or ',' "
+                        "if the first line has one, else on whitespace)")
     p.add_argument("--header", action="store_true", help="skip the first line of text/CSV input")
     p.add_argument("--json", action="store_true", help=json_help)
 
@@ -231,7 +232,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     p.add_argument("--target", metavar="J",
                    help="class index, or one per row separated by commas: 0 or 0,2,1 (-100,2 skips row 1)")
     p.add_argument("--target-file", metavar="FILE",
-                   help="targets from FILE: class indices (the logits' shape without the class axis) "
+                   help="targets from FILE: class indices, one per row (a column or a row of numbers), "
                         "or probabilities (the logits' shape)")
     p.add_argument("--axis", type=int, default=-1, help="the class axis (default: -1)")
     p.add_argument("--reduction", choices=("mean", "sum", "none"), default="mean", help="default: mean")
