@@ -320,3 +320,13 @@ def test_one_hot_integer_targets_are_probabilities(capsys, tmp_path) -> None:
 
 def test_repeated_axis_is_a_usage_mistake(capsys) -> None:
     assert "an axis is repeated in '0,0'" in fails(capsys, 2, "lse", "1", "--axis", "0,0")
+
+
+def test_typed_targets_for_a_3d_batch_in_reading_order(capsys, tmp_path) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    np.save(tmp_path / "x.npy", x)
+    t = np.array([[0, 3, 1], [2, -100, 0]])
+    got = float(ok(capsys, "ce", "-f", str(tmp_path / "x.npy"), "--target", ",".join(map(str, t.ravel()))))
+    assert got == lse.cross_entropy(x, t)
+    assert "5 class indices for logits of shape (2, 3, 4): give one per row, 6 in all (shape (2, 3))" in \
+        fails(capsys, 2, "ce", "-f", str(tmp_path / "x.npy"), "--target", "0,1,2,3,0")

@@ -444,7 +444,8 @@ def _same_values(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
 
 
 def _fit(t: np.ndarray, shape: tuple[int, ...], what: str, kind: tuple[str, str], x_shape: tuple[int, ...]) -> np.ndarray:
-    if _same_values(t.shape, shape):
+    """A typed list has no shape of its own: one per row, in the rows' reading (C) order."""
+    if t.size == math.prod(shape):
         return t.reshape(shape)
     raise UsageError(
         f"{what}: {t.size} {kind[0] if t.size == 1 else kind[1]} for logits of shape {x_shape}: give one per row, "
