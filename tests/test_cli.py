@@ -200,7 +200,7 @@ def test_weights_that_do_not_broadcast(capsys) -> None:
 
 def test_bad_temperature_and_smoothing_are_usage_mistakes(capsys) -> None:
     # argparse gives 2 for --temperature x; a value wrong on its own gets the same code from us.
-    for t in ("0", "-1", "nan", "x"):
+    for t in ("0", "-1", "nan", "inf", "x"):
         assert "--temperature" in fails(capsys, 2, "softmax", "1", "2", "--temperature", t)
     for eps in ("-0.1", "1.5", "x"):
         assert "--label-smoothing" in fails(capsys, 2, "ce", "--target", "0", "1", "2", "--label-smoothing", eps)

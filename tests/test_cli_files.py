@@ -330,3 +330,15 @@ def test_typed_targets_for_a_3d_batch_in_reading_order(capsys, tmp_path) -> None
     assert got == lse.cross_entropy(x, t)
     assert "5 class indices for logits of shape (2, 3, 4): give one per row, 6 in all (shape (2, 3))" in \
         fails(capsys, 2, "ce", "-f", str(tmp_path / "x.npy"), "--target", "0,1,2,3,0")
+
+
+def test_library_warnings_are_one_line_without_a_path(capsys, monkeypatch) -> None:
+    def warns(*args, **kwargs):
+        with np.errstate(over="warn"):
+            np.exp(np.array([1000.0]))
+        return np.array([1.0])
+
+    monkeypatch.setattr(lse, "softmax", warns)
+    code, out, err = run(capsys, "softmax", "1")
+    assert code == 0 and out == "1.0\n"
+    assert err == "logsumexp: warning: RuntimeWarning: overflow encountered in exp\n"

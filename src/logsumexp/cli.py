@@ -40,13 +40,15 @@ one line on stderr (usage mistakes after the usage line), never a traceback unle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +147,8 @@ def _float(text: str) -> float:
 
 def _temperature(text: str) -> float:
     t = _float(text)
-    if not t > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text.strip()!r}")
+    if not (math.isfinite(t) and t > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text.strip()!r}")
     return t
 
 
@@ -686,10 +688,31 @@ def _run(argv: list[str]) -> int:
     ns = parser.parse_intermixed_args(_protect_negatives(argv[1:]))
     ns.command = argv[0]
     try:
-        return _COMMANDS[ns.command](ns)
+        with _warnings_as_one_line():
+            return _COMMANDS[ns.command](ns)
     except UsageError as err:
         parser.error(str(err))
         return 2  # pragma: no cover - parser.error exits
+
+
+@contextlib.contextmanager
+def _warnings_as_one_line() -> Iterator[None]:
+    """Python warnings raised while a command runs, each shown once as ``logsumexp: warning: ...``.
+
+    Python's own format names the library file and line that raised it, which tells a user of the
+    command nothing; the message is what matters.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                text = f"{w.category.__name__}: {w.message}"
+                if text not in seen:
+                    seen.add(text)
+                    print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
