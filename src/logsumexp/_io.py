@@ -379,10 +379,7 @@ class _Text(_Source):
 
     # --- scanning ------------------------------------------------------------------------------
     def _read_block(self, lineno: int) -> str:
-        try:
-            block = self.stream.read(TEXT_BLOCK)
-        except UnicodeDecodeError:
-            raise InputError(f"{self.name}, line {lineno}: not UTF-8 text (and not a .npy file)") from None
+        block = self.stream.read(TEXT_BLOCK)  # bytes that do not decode arrive as U+FFFD
         nul = block.find("\x00")
         if nul >= 0:
             raise InputError(

@@ -27,7 +27,8 @@ unknown option, a missing or conflicting one, a value that is wrong on its own: 
 ``--target x``, ``--temperature 0``); 1 when the command is well formed but running it fails (a
 file missing, unreadable or malformed, an axis or target that does not fit the data). Errors are
 one line on stderr (usage mistakes after the usage line), never a traceback unless
-``LOGSUMEXP_TRACEBACK=1`` is set.
+``LOGSUMEXP_TRACEBACK=1`` is set; a warning raised while computing is one line,
+``logsumexp: warning: ...``, without the library's file and line.
 
 >>> main(["lse", "1000", "1000", "1000"])
 1001.0986122886682
