@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import logsumexp as lse
 from logsumexp import _io
@@ -370,3 +372,54 @@ def test_windows_code_page_header_is_skipped_and_named_elsewhere(tmp_path) -> No
     g.write_bytes(b"1,2\n3,\xe94\n")
     with pytest.raises(_io.InputError, match=r"v.csv, line 2: not UTF-8 text"):
         _io.read_array(str(g))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.floats(allow_nan=False), min_size=3, max_size=3), min_size=1, max_size=12),
+    seps=st.lists(st.sampled_from([" ", "\t", "  ", ", ", ","]), min_size=1, max_size=4),
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r", "  # note\n", "\n\n", "\n,,\n"]), min_size=1, max_size=4),
+    block=st.integers(1, 40),
+    carry=st.integers(1, 64),
+)
+def test_any_layout_reads_the_same_in_any_block_size(rows, seps, ends, block, carry) -> None:
+    comma = any("," in s for s in seps)
+    sep_for = (lambda i: ", " if comma else seps[i % len(seps)])  # one file, one kind of delimiter
+    text = "".join(sep_for(i).join(repr(v) for v in row) + ends[i % len(ends)] for i, row in enumerate(rows))
+    if not comma:
+        text = text.replace(",,", "")
+    data = "\ufeff".encode() + text.encode()
+    # A row of empty cells is a blank line when it is read whole (shorter than the carry, as
+    # any real one is); split in pieces, it would be refused as empty values.
+    carry = max(carry, 3)
+    old = (_io.TEXT_BLOCK, _io._LINE_CARRY)
+    try:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = block, carry
+        got = _io.read_array("-", stdin=io.BytesIO(data))
+    finally:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = old
+    np.testing.assert_array_equal(got, np.array(rows))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.integers(-999, 999), min_size=2, max_size=2), min_size=1, max_size=10),
+    bad=st.integers(0, 19),
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r", " # c\n", "\n\n"]), min_size=1, max_size=3),
+    block=st.integers(1, 30),
+    carry=st.integers(1, 40),
+)
+def test_a_bad_value_is_named_by_its_line_in_any_block_size(rows, bad, ends, block, carry) -> None:
+    cells = [[str(v) for v in row] for row in rows]
+    bad %= 2 * len(rows)
+    cells[bad // 2][bad % 2] = "x"
+    text = "".join(" ".join(row) + ends[i % len(ends)] for i, row in enumerate(cells))
+    before = text[: text.index("x")].replace("\r\n", "\n").replace("\r", "\n")
+    line = before.count("\n") + 1
+    old = (_io.TEXT_BLOCK, _io._LINE_CARRY)
+    try:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = block, carry
+        with pytest.raises(_io.InputError, match=rf"<stdin>, line {line}: not a number: 'x'"):
+            _io.read_array("-", stdin=io.BytesIO(text.encode()))
+    finally:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = old

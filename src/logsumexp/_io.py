@@ -388,12 +388,14 @@ class _Text(_Source):
             )
         return block
 
-    def _sniff_delimiter(self, content: str) -> None:
-        """Before the first data line is read: take its delimiter, if sniffing."""
+    def _sniff_delimiter(self, content: str, *, complete: bool = True) -> None:
+        """Before the first data line is read: take its delimiter, if sniffing. The start of a
+        long line (``complete`` False) decides only if it holds a delimiter."""
         if self._first_line is None and self._sniff and content.strip():
-            # neither: whitespace, which also reads a one-column CSV and tab-separated text
-            self.delimiter = next((d for d in _SNIFFED_DELIMITERS if d in content), None)
-            self._sniff = False
+            found = next((d for d in _SNIFFED_DELIMITERS if d in content), None)
+            if found is not None or complete:
+                # neither: whitespace, which also reads a one-column CSV and tab-separated text
+                self.delimiter, self._sniff = found, False
 
     def _fields(self, content: str) -> list[str]:
         """The values of one line's ``content`` (its comment removed); [] for an empty row."""
@@ -410,7 +412,7 @@ class _Text(_Source):
 
     def _partial_fields(self, tail: str) -> tuple[list[str], str]:
         """The complete values of a long line cut by the block's end, and its partial last value."""
-        self._sniff_delimiter(tail)
+        self._sniff_delimiter(tail, complete=False)
         if self.delimiter is None:
             fields = tail.split()
             carry = fields.pop() if fields and not tail[-1].isspace() else ""
