@@ -281,15 +281,10 @@ def test_help_documents_exit_status_and_json(capsys) -> None:
 
 
 # --- and what else a newcomer tries --------------------------------------------------------------
-def test_directory_and_unreadable_file(capsys, tmp_path) -> None:
+def test_directory_given_as_a_file(capsys, tmp_path) -> None:
     assert f"{tmp_path}: is a directory, not a file" in fails(capsys, 1, "lse", "-f", str(tmp_path))
     assert "is a directory" in fails(capsys, 1, "ce", "--target-file", str(tmp_path), "1", "2")
-    f = tmp_path / "secret.csv"
-    f.write_text("1\n")
-    f.chmod(0)
-    if os.access(f, os.R_OK):
-        pytest.skip("running as a user who reads any file (root): no permission error to test")
-    assert "secret.csv: cannot open (Permission denied)" in fails(capsys, 1, "lse", "-f", str(f))
+    assert "is a directory" in fails(capsys, 1, "lse", "1", "--b-file", str(tmp_path))
 
 
 def test_empty_stdin(capsys, monkeypatch) -> None:
@@ -342,3 +337,31 @@ def test_library_warnings_are_one_line_without_a_path(capsys, monkeypatch) -> No
     code, out, err = run(capsys, "softmax", "1")
     assert code == 0 and out == "1.0\n"
     assert err == "logsumexp: warning: RuntimeWarning: overflow encountered in exp\n"
+
+
+def test_unreadable_file_even_as_root(capsys, tmp_path, monkeypatch) -> None:
+    from logsumexp import _io
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    (tmp_path / "x.csv").write_text("1\n")
+    monkeypatch.setattr(_io, "open", denied, raising=False)  # found before the builtin
+    err = fails(capsys, 1, "lse", "-f", str(tmp_path / "x.csv"))
+    assert err == f"logsumexp: error: {tmp_path / 'x.csv'}: cannot open (Permission denied)\n"
+
+
+def test_stdin_from_a_terminal_says_how_to_end(capsys, monkeypatch) -> None:
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b"1000 1000 1000\n")))
+    code, out, err = run(capsys, "lse", "-f", "-")
+    assert (code, out) == (0, "1001.0986122886682\n")
+    assert err == "logsumexp: reading numbers from the terminal; end with Ctrl-D (Ctrl-Z Enter on Windows)\n"
+
+
+def test_typed_weights_are_checked_before_the_file_is_read(capsys) -> None:
+    # stdin is not read (pytest would refuse it): the usage mistake is found first
+    assert "not a number: 'x' (--b value 1)" in fails(capsys, 2, "lse", "-f", "-", "--b", "x")

@@ -562,6 +562,13 @@ class _Text(_Source):
             self._on_close()
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or replaced by an object without it
+        return False
+
+
 def _is_csv_name(path: str) -> bool:
     return path.lower().endswith(".csv")
 
@@ -581,6 +588,10 @@ def open_source(
     if path == "-":
         raw = sys.stdin.buffer if stdin is None else stdin
         name, nbytes, owned = "<stdin>", None, False
+        if stdin is None and _is_terminal(sys.stdin):
+            # without this, `-f -` typed with nothing piped in looks like a hang
+            print("logsumexp: reading numbers from the terminal; end with Ctrl-D (Ctrl-Z Enter on Windows)",
+                  file=sys.stderr)
     else:
         if os.path.isdir(path):
             raise InputError(f"{path}: is a directory, not a file")

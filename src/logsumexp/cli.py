@@ -370,6 +370,7 @@ def _cmd_lse(ns: argparse.Namespace) -> int:
         raise UsageError("give the weights with --b or --b-file, not both")
     weighted = ns.b is not None or ns.b_file is not None
     _check_one_input(ns)
+    typed_b = None if ns.b is None else _comma_numbers(ns.b, "--b value")  # usage mistakes first
     if ns.file is not None and not weighted and not ns.return_sign:
         progress = False if ns.no_progress else None
         res = _io.stream_logsumexp(ns.file, ns.axis, fmt=ns.format, header=ns.header,
@@ -377,11 +378,7 @@ def _cmd_lse(ns: argparse.Namespace) -> int:
         _emit(ns, res)
         return 0
     x = _input(ns)
-    b = None
-    if ns.b is not None:
-        b = _comma_numbers(ns.b, "--b value")
-    elif ns.b_file is not None:
-        b = _io.read_array(ns.b_file)
+    b = typed_b if ns.b_file is None else _io.read_array(ns.b_file)
     res = lse.logsumexp(x, axis=ns.axis, b=b, return_sign=ns.return_sign)
     if ns.return_sign:
         _emit(ns, res[0], res[1])
