@@ -58,8 +58,9 @@ __all__ = [
 #: 270 MiB peak, where 4 Mi values gave 1.37× and 238 MiB (the kernels split a larger chunk over
 #: both cores); ~200 MiB of the peak is Python, NumPy and the loaded Numba kernels.
 DEFAULT_CHUNK = 1 << 23
-#: Values per chunk when streaming text: parsed numbers cost ~60 bytes each as Python strings
-#: before conversion, so text chunks are smaller (256 Ki values, ~16 MiB of objects).
+#: Values per chunk when streaming text: 256 Ki float64 values (2 MiB) handed to the merge at a
+#: time. The text itself is scanned TEXT_BLOCK characters at a time, and its values (~60 bytes
+#: each as Python strings) are converted block by block, so this bounds only the float chunk.
 DEFAULT_TEXT_CHUNK = 1 << 18
 FORMATS = ("auto", "npy", "csv", "text")
 _NPY_MAGIC = b"\x93NUMPY"
