@@ -365,3 +365,15 @@ def test_stdin_from_a_terminal_says_how_to_end(capsys, monkeypatch) -> None:
 def test_typed_weights_are_checked_before_the_file_is_read(capsys) -> None:
     # stdin is not read (pytest would refuse it): the usage mistake is found first
     assert "not a number: 'x' (--b value 1)" in fails(capsys, 2, "lse", "-f", "-", "--b", "x")
+
+
+def test_negative_lists_for_every_list_option(capsys, tmp_path) -> None:
+    x = np.arange(6.0).reshape(2, 3)
+    np.save(tmp_path / "x.npy", x)
+    f = str(tmp_path / "x.npy")
+    assert float(ok(capsys, "lse", "-f", f, "--axis", "-1,-2")) == lse.logsumexp(x, axis=(-1, -2))
+    v, s = lse.logsumexp(x, axis=-2, b=np.array([-1.0, -2.0, 1.0]), return_sign=True)
+    out = ok(capsys, "lse", "-f", f, "--axis", "-2", "--b", "-1,-2,1", "--return-sign")
+    assert out.split() == [w for pair in zip(map(repr, v.tolist()), map(repr, s.tolist())) for w in pair]
+    sm = np.loadtxt(io.StringIO(ok(capsys, "softmax", "-f", f, "--axis", "-1,-2")))
+    np.testing.assert_array_equal(sm, lse.softmax(x, axis=(-1, -2)))
