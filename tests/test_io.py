@@ -423,3 +423,9 @@ def test_a_bad_value_is_named_by_its_line_in_any_block_size(rows, bad, ends, blo
             _io.read_array("-", stdin=io.BytesIO(text.encode()))
     finally:
         _io.TEXT_BLOCK, _io._LINE_CARRY = old
+
+
+def test_quoted_value_carried_across_a_block_end(monkeypatch) -> None:
+    monkeypatch.setattr(_io, "TEXT_BLOCK", 4)
+    data = b'1 2\n"3" 4\n'  # the quote arrives in one block, the rest of its line in the next
+    np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(data)), [[1, 2], [3, 4]])

@@ -446,14 +446,15 @@ class _Text(_Source):
         while True:
             block = self._read_block(lineno)
             eof = not block
-            lines = (carry + block).split("\n")
+            text = carry + block
+            lines = text.split("\n")
             tail = None if eof else lines.pop()  # the line still being read
             tokens: list[str] = []
             starts: list[int] = []  # where each line's values start in tokens
             linenos: list[int] = []
             # The common case, plain whitespace-separated numbers, is split inline: this loop
             # runs once per line and dominates the time of reading text.
-            plain = self.delimiter is None and self._first_line is not None and '"' not in block
+            plain = self.delimiter is None and self._first_line is not None and '"' not in text
             for line in lines:
                 if not skipping:
                     if "#" in line:
