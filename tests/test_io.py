@@ -381,11 +381,14 @@ def test_windows_code_page_header_is_skipped_and_named_elsewhere(tmp_path) -> No
     ends=st.lists(st.sampled_from(["\n", "\r\n", "\r", "  # note\n", "\n\n", "\n,,\n"]), min_size=1, max_size=4),
     block=st.integers(1, 40),
     carry=st.integers(1, 64),
+    quoted=st.integers(0, 3),
 )
-def test_any_layout_reads_the_same_in_any_block_size(rows, seps, ends, block, carry) -> None:
+def test_any_layout_reads_the_same_in_any_block_size(rows, seps, ends, block, carry, quoted) -> None:
     comma = any("," in s for s in seps)
     sep_for = (lambda i: ", " if comma else seps[i % len(seps)])  # one file, one kind of delimiter
-    text = "".join(sep_for(i).join(repr(v) for v in row) + ends[i % len(ends)] for i, row in enumerate(rows))
+    cell = (lambda k, v: f'"{v!r}"' if quoted and k % quoted == 0 else repr(v))  # spreadsheet quotes
+    text = "".join(sep_for(i).join(cell(k, v) for k, v in enumerate(row)) + ends[i % len(ends)]
+                   for i, row in enumerate(rows))
     if not comma:
         text = text.replace(",,", "")
     data = "\ufeff".encode() + text.encode()

@@ -422,7 +422,9 @@ class _Text(_Source):
         else:
             pieces = tail.split(self.delimiter)
             carry = pieces.pop()
-            fields = [_unquote(f.strip()) for f in pieces]
+            fields = [f.strip() for f in pieces]
+        if '"' in tail:
+            fields = [_unquote(f) for f in fields]
         return fields, carry
 
     def _end_line(self, lineno: int, count: int) -> None:
