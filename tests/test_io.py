@@ -432,3 +432,37 @@ def test_quoted_value_carried_across_a_block_end(monkeypatch) -> None:
     monkeypatch.setattr(_io, "TEXT_BLOCK", 4)
     data = b'1 2\n"3" 4\n'  # the quote arrives in one block, the rest of its line in the next
     np.testing.assert_array_equal(_io.read_array("-", stdin=io.BytesIO(data)), [[1, 2], [3, 4]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 4), min_size=2, max_size=8),
+    comma=st.booleans(),
+    block=st.integers(1, 30),
+    carry=st.integers(1, 40),
+)
+def test_a_ragged_line_is_named_in_any_block_size(widths, comma, block, carry) -> None:
+    sep = "," if comma else " "
+    text = "".join(sep.join(["7"] * w) + "\n" for w in widths)
+    bad = next((i for i, w in enumerate(widths) if w != widths[0]), None)
+    old = (_io.TEXT_BLOCK, _io._LINE_CARRY)
+    try:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = block, carry
+        if bad is None:
+            assert _io.read_array("-", stdin=io.BytesIO(text.encode())).size == sum(widths)
+        else:
+            want = rf"line {bad + 1}: {widths[bad]} values?, expected {widths[0]} like line 1"
+            with pytest.raises(_io.InputError, match=want):  # a one-value first line: say it is CSV
+                _io.stream_logsumexp("-", fmt="csv" if comma else "auto", stdin=io.BytesIO(text.encode()))
+    finally:
+        _io.TEXT_BLOCK, _io._LINE_CARRY = old
+
+
+def test_csv_named_file_with_one_value_first_keeps_commas(tmp_path) -> None:
+    f = tmp_path / "r.csv"
+    f.write_text("7\n7,7\n")
+    with pytest.raises(_io.InputError, match="line 2: 2 values, expected 1 like line 1"):
+        _io.read_array(str(f))
+    g = tmp_path / "tabs.csv"
+    g.write_text("1\t2\n3\t4\n")
+    np.testing.assert_array_equal(_io.read_array(str(g)), [[1, 2], [3, 4]])

@@ -396,8 +396,10 @@ class _Text(_Source):
         long line (``complete`` False) decides only if it holds a delimiter."""
         if self._first_line is None and self._sniff and content.strip():
             found = next((d for d in _SNIFFED_DELIMITERS if d in content), None)
+            if found is None and complete and len(content.split()) == 1:
+                found = self.delimiter  # one value: keep what the name or --format said
             if found is not None or complete:
-                # neither: whitespace, which also reads a one-column CSV and tab-separated text
+                # no delimiter between values: whitespace (tab-separated text, a "CSV" of tabs)
                 self.delimiter, self._sniff = found, False
 
     def _fields(self, content: str) -> list[str]:
