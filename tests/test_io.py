@@ -466,3 +466,11 @@ def test_csv_named_file_with_one_value_first_keeps_commas(tmp_path) -> None:
     g = tmp_path / "tabs.csv"
     g.write_text("1\t2\n3\t4\n")
     np.testing.assert_array_equal(_io.read_array(str(g)), [[1, 2], [3, 4]])
+
+
+def test_text_progress_counts_bytes_of_input(tmp_path) -> None:
+    # UTF-16 has two bytes per character: a bar counting characters would stop at half
+    f = tmp_path / "u.txt"
+    f.write_bytes("\n".join(str(v) for v in range(20_000)).encode("utf-16"))
+    with _io.open_source(str(f)) as src:
+        assert sum(used for _, used in src.flat_chunks(1000)) == f.stat().st_size

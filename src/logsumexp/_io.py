@@ -33,7 +33,7 @@ import io
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -107,6 +107,7 @@ class _Prefixed(io.RawIOBase):
     def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
         self._prefix = prefix
         self._raw = raw
+        self.consumed = 0  # bytes handed on so far (the progress of a text read, in bytes)
 
     def readable(self) -> bool:
         return True
@@ -117,8 +118,11 @@ class _Prefixed(io.RawIOBase):
             n = min(len(mv), len(self._prefix))
             mv[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
+            self.consumed += n
             return n
-        return self._raw.readinto(mv)  # type: ignore[attr-defined]
+        got = self._raw.readinto(mv)  # type: ignore[attr-defined]
+        self.consumed += got or 0
+        return got
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -353,10 +357,12 @@ class _Text(_Source):
 
     def __init__(
         self, stream: IO[str], name: str, delimiter: str | None, *, sniff: bool, header: bool,
-        nbytes: int | None, on_close: Any = None,
+        nbytes: int | None, on_close: Any = None, bytes_read: Callable[[], int] | None = None,
     ) -> None:
         self.name = name
         self.stream = stream
+        # the progress is counted in bytes of input (characters are fewer in UTF-8 and UTF-16)
+        self._bytes_read = bytes_read
         self.delimiter = delimiter
         self.dtype = np.dtype(np.float64)
         self.nbytes = nbytes
@@ -366,6 +372,7 @@ class _Text(_Source):
         self.ncols: int | None = None  # values per line, known once the first data line ends
         self._ndim: int | None = None  # known once the first data line ends or holds two values
         self._first_line: int | None = None  # line number of the first data line
+        self._bytes_done = 0
         self._blocks = self._scan()
         self._primed: list[tuple[np.ndarray, int]] = []
         while self._ndim is None:
@@ -497,9 +504,17 @@ class _Text(_Source):
                 count += len(fields)
                 if self._ndim is None and self._first_line is not None and count >= 2:
                     self._ndim = 2
-            yield self._convert(tokens, starts, linenos), len(block)
+            yield self._convert(tokens, starts, linenos), self._progress(len(block))
             if eof:
                 return
+
+    def _progress(self, nchars: int) -> int:
+        """Bytes of input behind the last block (its characters if the bytes are not counted)."""
+        if self._bytes_read is None:
+            return nchars
+        now = self._bytes_read()
+        done, self._bytes_done = now - self._bytes_done, now
+        return done
 
     def _add(self, tokens: list[str], starts: list[int], linenos: list[int], lineno: int, fields: list[str]) -> None:
         if not fields:
@@ -630,11 +645,11 @@ def open_source(
         encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
         # Bytes that are not UTF-8 (a header in a Windows code page) become U+FFFD: harmless in a
         # header or a comment, and named with their line where a number should be.
-        text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, errors="replace",
-                                newline=None)
+        source = _Prefixed(head, raw)
+        text = io.TextIOWrapper(io.BufferedReader(source), encoding=encoding, errors="replace", newline=None)
         return _Text(
             text, name, delimiter, sniff=fmt in ("auto", "csv"), header=header, nbytes=nbytes,
-            on_close=raw.close if owned else None,
+            on_close=raw.close if owned else None, bytes_read=lambda: source.consumed,
         )
     except BaseException:
         if owned:
