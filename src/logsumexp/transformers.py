@@ -352,7 +352,10 @@ def _loss(model: nn.Module, state: _PatchState, hidden: Tensor, weight: Tensor, 
     if target is None:
         # Transformers' shift: position t predicts label t+1; the last position predicts nothing.
         target = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    target = target.to(hidden.device)
+    # With the model split over devices (device_map), the hidden states may still be on the
+    # previous layer's device: the head's own device hooks run after the capture.
+    hidden = hidden.to(weight.device)
+    target = target.to(weight.device)
     if tuple(target.shape) != tuple(hidden.shape[:-1]):
         raise ValueError(f"labels must cover the positions whose logits are kept: hidden states "
                          f"{tuple(hidden.shape[:-1])}, shifted labels {tuple(target.shape)} "
