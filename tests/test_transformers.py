@@ -246,6 +246,29 @@ def test_a_pickle_rebuilds_the_patched_class_by_name():
     assert type(unpatch(clone)) is transformers.LlamaForCausalLM
 
 
+def test_under_autocast_the_head_runs_in_the_autocast_dtype_like_the_model():
+    reference = tiny("llama")
+    model = patch(copy.deepcopy(reference))
+    ids, labels = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_out, ref_grads = loss_and_grads(reference, input_ids=ids, labels=labels)
+        out, grads = loss_and_grads(model, input_ids=ids, labels=labels)
+    assert out.loss.dtype == torch.float32
+    # both take bfloat16 logits (ours chunk by chunk) to a float32 loss
+    torch.testing.assert_close(out.loss, ref_out.loss.detach(), rtol=1e-3, atol=0.0)
+    for name, ref in ref_grads.items():  # bfloat16 products: 2^-8 relative rounding
+        assert (grads[name] - ref).norm() <= 1e-2 * ref.norm(), name
+
+
+def test_activation_checkpointing():
+    reference, model = tiny("llama"), patch(tiny("llama"))
+    for m in (reference, model):
+        enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+        enable()
+    ids, labels = batch()
+    assert_same_training_step(reference, model, input_ids=ids, labels=labels)
+
+
 def test_gpt2_tied_head_gets_one_gradient_for_both_uses():
     model = patch(tiny("gpt2"))
     assert model.lm_head.weight is model.transformer.wte.weight
