@@ -57,15 +57,20 @@ CUDA (CUDA tensors take the Triton kernels when ``logsumexp.triton`` imports). U
 ``torch.autocast`` the hidden states and the head weight are cast to the autocast dtype first,
 as the head's own matrix product would be.
 
-Sharded training: the loss needs the whole head weight (and bias) on each rank while it is
-computed and back-propagated. With FSDP, keep ``lm_head`` (and an embedding tied to it) in the
-root unit, which is gathered for the root's whole forward and backward, as the usual
-``transformer_auto_wrap_policy`` over decoder layers does; do not shard ``lm_head`` as a unit of
-its own (FSDP2 ``fully_shard(model.lm_head)``), since the weight is read outside that unit's
-forward. DeepSpeed ZeRO-1 and ZeRO-2 keep the weights whole and need nothing; ZeRO-3 partitions
-them and gathers a module's weights only around its own call, so it is not supported (not
-tested). Tensor parallelism that splits ``lm_head`` by vocabulary needs
-``logsumexp.torch.vocab_parallel_cross_entropy`` instead.
+Sharded training (not tested here: it needs several GPUs): the loss reads the whole head weight
+(and bias) on each rank, after the model's forward has called the head on zero tokens, and its
+gradient flows into that weight in backward. With FSDP (version 1, e.g. through Accelerate), keep
+``lm_head`` (and an embedding tied to it) in the root unit, as wrapping by decoder-layer class
+(``transformer_auto_wrap_policy``) does: the root unit gathers its parameters around the model's
+forward, in which the loss is computed, and again for the backward of its outputs, the loss among
+them. With FSDP2, ``lm_head`` must keep its full weight after its forward
+(``fully_shard(lm_head, reshard_after_forward=False)``; Transformers' own FSDP plan marks it
+``keep_full_weight``); one that reshards after forward leaves only a shard in ``lm_head.weight``.
+DeepSpeed ZeRO-1 and ZeRO-2 keep whole weights and need nothing; ZeRO-3 gathers a module's weights
+only around its own call and is not supported. Tensor parallelism that splits ``lm_head`` by
+vocabulary needs ``logsumexp.torch.vocab_parallel_cross_entropy`` instead. ``DataParallel``
+replicas would share the patch's state between threads: use DistributedDataParallel, which
+calls the patched forward like any other.
 
 Examples
 --------
