@@ -269,6 +269,12 @@ def test_activation_checkpointing():
     assert_same_training_step(reference, model, input_ids=ids, labels=labels)
 
 
+def test_save_pretrained_names_the_original_architecture(tmp_path):
+    model = patch(tiny("llama"))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+
+
 def test_gpt2_tied_head_gets_one_gradient_for_both_uses():
     model = patch(tiny("gpt2"))
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -374,6 +380,7 @@ def test_torch_compile_of_a_patched_model():
     compiled = torch.compile(model, backend="aot_eager")
     ids, labels = batch()
     assert_same_training_step(reference, compiled, input_ids=ids, labels=labels)
+    assert is_patched(compiled) and patch(compiled) is compiled  # the wrapper is seen through
 
 
 # --------------------------------------------------------------------------- memory

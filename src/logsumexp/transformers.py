@@ -395,9 +395,12 @@ def _autocast(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tens
 
 
 def _causal_lm(model: object) -> nn.Module:
-    """The Transformers model inside a PEFT wrapper (or the model itself)."""
+    """The Transformers model inside a ``torch.compile`` or PEFT wrapper (or the model itself)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (a Transformers causal LM), got {type(model).__name__}")
+    compiled = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    if isinstance(compiled, nn.Module):
+        return _causal_lm(compiled)
     get_base = getattr(model, "get_base_model", None)
     if callable(get_base) and type(model).__name__.startswith("Peft"):
         return get_base()
@@ -420,7 +423,7 @@ def patch(model: nn.Module, *, z_loss: float = 0.0, label_smoothing: float = 0.0
     ----------
     model
         A Transformers causal LM of a supported architecture (see :data:`ARCHITECTURES`), or a
-        PEFT model around one. Only this instance changes; other models of its class do not.
+        PEFT model or a ``torch.compile`` wrapper around one. Only this instance changes; other models of its class do not.
     z_loss
         Coefficient of the auxiliary ``z_loss · LSE(z)²`` per counted token (PaLM); 0 gives
         exactly the model's own loss.
