@@ -13,9 +13,10 @@ gradients set to None before it, as optimizers leave them. Reported: the median 
 per step over rounds after warm-up steps, and the peak extra memory of one step above what was
 allocated before it (weights; the gradients are created by the step and count): on CUDA
 ``torch.cuda.max_memory_allocated``, on the CPU the resident-set high-water mark (``VmHWM − VmRSS``,
-see ``_harness.memory_probe``). The loss of each implementation is printed next to the reference's. The floor row is the same step
-without the head's logits (a loss on the hidden states, gradient buffers for every weight): what a
-step costs before any cross-entropy, so that "above the floor" is what each loss adds.
+see ``_harness.memory_probe``). The loss of each implementation is printed next to the reference's.
+The floor row is the same step without the head's logits (a loss on the hidden states, gradient
+buffers for every weight): what a step costs before any cross-entropy, so that "above the floor" is
+what each loss adds.
 
     python benchmarks/hf.py                   # CPU: prints the table, writes docs/BENCHMARKS.md
     python benchmarks/hf.py --device cuda     # on a GPU machine

@@ -8,6 +8,7 @@ reference is the same model unpatched: its own logits and ``ForCausalLMLoss``. T
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import pickle
 import subprocess
@@ -146,7 +147,7 @@ def test_positional_arguments_are_bound_like_the_original_forward():
     model = patch(copy.deepcopy(reference))
     ids, labels = batch()
     # LlamaForCausalLM.forward(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels, ...)
-    names = list(__import__("inspect").signature(type(reference).forward).parameters)[1:]
+    names = list(inspect.signature(type(reference).forward).parameters)[1:]
     args = [None] * (names.index("labels") + 1)
     args[0], args[-1] = ids, labels
     torch.testing.assert_close(model(*args).loss, reference(*args).loss, rtol=2e-6, atol=0.0)

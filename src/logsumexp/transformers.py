@@ -423,7 +423,8 @@ def patch(model: nn.Module, *, z_loss: float = 0.0, label_smoothing: float = 0.0
     ----------
     model
         A Transformers causal LM of a supported architecture (see :data:`ARCHITECTURES`), or a
-        PEFT model or a ``torch.compile`` wrapper around one. Only this instance changes; other models of its class do not.
+        PEFT model or a ``torch.compile`` wrapper around one. Only this instance changes; other
+        models of its class do not.
     z_loss
         Coefficient of the auxiliary ``z_loss · LSE(z)²`` per counted token (PaLM); 0 gives
         exactly the model's own loss.
