@@ -61,6 +61,7 @@ def chunk_rows(n_rows: int, n_cls: int, itemsize: int, chunk_size: int | None) -
     return max(1, min(rows, max(n_rows, 1)))
 
 
+_two_buffers_everywhere = False  # tests set it: the two-buffer schedule then runs (serially) on the CPU too
 _direct_fp32: bool | None = None  # whether this torch's cuBLAS path takes out_dtype=float32 (found on first use)
 
 
@@ -143,7 +144,8 @@ def _run(
         gw = torch.empty(weight.shape, dtype=torch.float32 if fp32_weight_grad else weight.dtype, device=dev)
     gb = torch.zeros(n_cls, dtype=acc, device=dev) if (bias is not None and need[2]) else None
     streams = _Streams(dev)
-    n_bufs = 2 if streams.on else 1  # two buffers let chunk i's kernel overlap chunk i + 1's product
+    # two buffers let chunk i's kernel overlap chunk i + 1's product (the tests force them on the CPU too)
+    n_bufs = 2 if (streams.on or _two_buffers_everywhere) else 1
     bufs = [torch.empty((min(chunk, max(n_rows, 1)), n_cls), dtype=h2.dtype, device=dev) for _ in range(n_bufs)]
     wt = weight.t()
     pending: tuple[Any, ...] | None = None  # (logits, h_c, c0, c1, event) of the chunk whose gradient is due
@@ -184,8 +186,12 @@ def _run(
             finish(pending, n_done == 0)
             n_done += 1
         pending = (logits, h_c, c0, c1, done) if want_grad else None
-        if not want_grad:
-            streams.wait(done)  # keep the buffer until its kernel has read it
+        if not want_grad or n_bufs == 1:
+            streams.wait(done)  # one buffer (or no gradient): it must be free before the next chunk's product
+            if pending is not None:
+                finish(pending, n_done == 0)
+                n_done += 1
+                pending = None
     if pending is not None:
         finish(pending, n_done == 0)
     if streams.on:
