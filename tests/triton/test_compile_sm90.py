@@ -58,7 +58,8 @@ SCRIPT = textwrap.dedent(
               n_cols="i32"), dict(F32, LOG=log, BLOCK=4096), warps=4)
     ce_sig = dict(X=X, stride_x="i64", DX=X, stride_dx="i64", T="*i64", stride_t="i64", W="*fp32",
                   LOSS="*fp32", LSE="*fp32", SCALE="*fp32", stride_scale="i32", n_rows="i32", n_cols="i32",
-                  ignore_index="i32", eps="fp32", z_loss="fp32", cap="fp32")
+                  ignore_index="i32", eps="fp32", eps_lo="fp32", z_loss="fp32", z_loss_lo="fp32", cap="fp32",
+                  cap_lo="fp32")
     names = ("HAS_WEIGHT", "PROB_TARGET", "HAS_SMOOTHING", "HAS_ZLOSS", "HAS_SOFTCAP", "COMPUTE_GRAD")
     for flags in ((0, 0, 0, 0, 0, 1), (1, 0, 1, 1, 1, 1), (1, 1, 1, 1, 0, 1), (0, 0, 0, 0, 0, 0)):
         sig = dict(ce_sig, T="*fp32" if flags[1] else "*i64")
@@ -67,7 +68,7 @@ SCRIPT = textwrap.dedent(
     build(ce._scale_rows_kernel, dict(G=X, stride_g="i64", S="*fp32", stride_s="i32", n_cols="i32"),
           dict(BLOCK=4096), warps=4)
     build(ce._lse_grad_add_kernel, dict(X=X, stride_x="i64", DX=X, stride_dx="i64", LSE="*fp32", G_LSE="*fp32",
-          n_cols="i32", cap="fp32"), dict(F32, HAS_SOFTCAP=True, BLOCK=4096), warps=4)
+          n_cols="i32", cap="fp32", cap_lo="fp32"), dict(F32, HAS_SOFTCAP=True, BLOCK=4096), warps=4)
     json.dump({k: ("ld.global.v4" in v) for k, v in out.items()}, sys.stdout)
     """
 )

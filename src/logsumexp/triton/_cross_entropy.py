@@ -56,6 +56,19 @@ def _softcap(x, cap):
     return cap * tl.where(u < 0.0, -t, t)
 
 
+def _split(value: float) -> tuple[float, float]:
+    """(float32(value), value − float32(value)): Triton passes Python floats as float32 scalars, so a float64
+    option travels as two float32 parts, joined in the kernel (exact to ~2⁻⁴⁸ relative)."""
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
+
+
+@triton.jit
+def _joined(hi, lo, ACC: tl.constexpr):
+    """The option ``hi + lo`` in the accumulation dtype (float32: ``hi`` itself, as ``lo`` is below its ulp)."""
+    return tl.full((), 0.0, ACC) + hi + lo
+
+
 @triton.jit
 def _ce_kernel(
     X,  # *[rows, n_cols] logits (fp32/fp16/bf16), unit stride along a row
@@ -72,9 +85,12 @@ def _ce_kernel(
     n_rows,  # number of rows (the persistent programs walk them)
     n_cols,  # number of classes C (any size; the last block is masked)
     ignore_index,  # class target value whose rows are skipped
-    eps,  # label smoothing ε (used when HAS_SMOOTHING)
-    z_loss,  # z-loss coefficient (used when HAS_ZLOSS)
-    cap,  # soft cap c > 0 (used when HAS_SOFTCAP)
+    eps,  # label smoothing ε (used when HAS_SMOOTHING), its float32 part
+    eps_lo,  # ε − float32(ε): with ``eps`` it gives ε to ~48 bits for float64 rows (see _split)
+    z_loss,  # z-loss coefficient (used when HAS_ZLOSS), its float32 part
+    z_loss_lo,  # its remainder
+    cap,  # soft cap c > 0 (used when HAS_SOFTCAP), its float32 part
+    cap_lo,  # its remainder
     HAS_WEIGHT: tl.constexpr,  # class weights given
     PROB_TARGET: tl.constexpr,  # T holds probabilities instead of class indices
     HAS_SMOOTHING: tl.constexpr,  # ε > 0
@@ -86,10 +102,13 @@ def _ce_kernel(
 ):
     # persistent: program p handles rows p, p + P, p + 2P, …, so that one row per program is in flight and
     # pass 2 re-reads it from L2
+    eps_acc = _joined(eps, eps_lo, ACC)
+    z_acc = _joined(z_loss, z_loss_lo, ACC)
+    cap_acc = _joined(cap, cap_lo, ACC)
     for row32 in range(tl.program_id(0), n_rows, tl.num_programs(0)):
         _ce_row(
             as_int64(row32), X, stride_x, DX, stride_dx, T, stride_t, W, LOSS, LSE, SCALE, stride_scale,
-            n_cols, ignore_index, eps, z_loss, cap,
+            n_cols, ignore_index, eps_acc, z_acc, cap_acc,
             HAS_WEIGHT, PROB_TARGET, HAS_SMOOTHING, HAS_ZLOSS, HAS_SOFTCAP, COMPUTE_GRAD, ACC, BLOCK,
         )
 
@@ -160,6 +179,7 @@ def _ce_row(
         loss = a * lse - tl.sum(sum_wx, axis=0)
     else:
         nll = tl.where(x_t == m, 0.0, m - x_t) + lg  # (m − x_t) + log1p(r): keeps small losses accurate
+        nll = tl.where(x_t == float("-inf"), float("inf"), nll)  # a target of probability 0, even in an all −inf row
         if HAS_SMOOTHING:
             ws = tl.sum(sum_w, axis=0)
             loss = (1.0 - eps) * w_t * nll + (eps / n_f) * (ws * lse - tl.sum(sum_wx, axis=0))
@@ -217,7 +237,7 @@ def _ce_row(
 def _scale_rows_kernel(
     G,  # *[rows, n_cols] gradient, scaled in place
     stride_g,  # row stride of G
-    S,  # *[rows] or *[1] upstream gradient
+    S,  # *[rows] or *[1] upstream gradient, in the accumulation dtype
     stride_s,  # 1: one factor per row; 0: one factor for all rows
     n_cols,  # row length
     BLOCK: tl.constexpr,  # entries per loop step (the elementwise default of _common)
@@ -225,7 +245,7 @@ def _scale_rows_kernel(
     # One program per row: with the usual upstream gradient 1 (loss.backward()) each program does one load and
     # stops, where a program per block of every row (the profile's 0.158 ms at [8192, 128256]) did thousands.
     row = tl.program_id(0).to(tl.int64)
-    s = tl.load(S + row * stride_s).to(tl.float32)
+    s = tl.load(S + row * stride_s)  # in the accumulation dtype (float32, float64 for float64 gradients)
     if s != 1.0:  # decided on the device, no host synchronisation
         cols = tl.arange(0, BLOCK)
         for start in range(0, n_cols, BLOCK):
@@ -233,7 +253,7 @@ def _scale_rows_kernel(
             ptr = G + row * stride_g + start + cols
             g = tl.load(ptr, mask=mask, other=0.0)
             # 0 stays 0 (ignored rows, even for s = inf); the product is rounded once, in G's dtype or float32
-            tl.store(ptr, tl.where(g == 0.0, 0.0, g.to(tl.float32) * s), mask=mask)
+            tl.store(ptr, tl.where(g == 0.0, 0.0, g.to(s.dtype) * s), mask=mask)
 
 
 @triton.jit
@@ -245,12 +265,14 @@ def _lse_grad_add_kernel(
     LSE,  # *[rows] LSE of the (soft-capped) logits, accumulation dtype
     G_LSE,  # *[rows] upstream gradient of the returned LSE, accumulation dtype
     n_cols,  # row length
-    cap,  # soft cap (used when HAS_SOFTCAP)
+    cap,  # soft cap (used when HAS_SOFTCAP), its float32 part
+    cap_lo,  # its remainder (see _split)
     HAS_SOFTCAP: tl.constexpr,  # logits were soft-capped: chain factor 1 − (x/c)²
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 logits
     BLOCK: tl.constexpr,  # entries per program (grid axis 1 covers the row)
 ):
     row = tl.program_id(0).to(tl.int64)
+    cap = _joined(cap, cap_lo, ACC)
     g = tl.load(G_LSE + row)
     if g != 0.0:  # decided on the device: an unused LSE costs one load per program
         cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -274,7 +296,7 @@ def scale_rows_(g2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """
     rows, n_cols = g2.shape
     if g2.numel():
-        s = s.reshape(-1).contiguous()
+        s = s.reshape(-1).to(acc_dtype(g2)[0]).contiguous()
         cfg = config("elementwise", n_cols)
         _scale_rows_kernel[(rows,)](
             g2, g2.stride(0), s, 1 if s.numel() > 1 else 0, n_cols, BLOCK=cfg.block, num_warps=cfg.num_warps
@@ -313,7 +335,7 @@ def launch_ce(
         loss, lse,
         scale, 1 if scale.numel() > 1 else 0,
         rows, n_cols, opts.ignore_index,
-        float(opts.label_smoothing), float(opts.z_loss), float(opts.softcap or 1.0),
+        *_split(opts.label_smoothing), *_split(opts.z_loss), *_split(opts.softcap or 1.0),
         HAS_WEIGHT=weight is not None,
         PROB_TARGET=target.is_floating_point(),
         HAS_SMOOTHING=opts.label_smoothing > 0.0,
@@ -404,10 +426,8 @@ class _CrossEntropy(torch.autograd.Function):
         # The returned LSE is differentiable when the logits survive the forward pass (not in place):
         # its gradient g_lse · softmax is added in backward from the saved logits.
         ctx.lse_grad = compute_grad and opts.return_lse and not inplace
-        if dx is not None:
-            ctx.mark_non_differentiable(dx)
-        if not ctx.lse_grad:
-            ctx.mark_non_differentiable(lse)
+        # one call: each call of mark_non_differentiable replaces the previous one's set
+        ctx.mark_non_differentiable(*[t for t in (dx, None if ctx.lse_grad else lse) if t is not None])
         ctx.save_for_backward(dx, x2 if ctx.lse_grad else None, lse if ctx.lse_grad else None)
 
     @staticmethod
@@ -425,15 +445,15 @@ class _CrossEntropy(torch.autograd.Function):
         ctx.used = True
         dx, x2, lse = ctx.saved_tensors
         if grad_loss is None:  # only the LSE was used
-            grad_loss = torch.zeros((), dtype=lse.dtype, device=dx.device)
-        scale_rows_(dx, grad_loss.to(torch.float32))
+            grad_loss = torch.zeros((), dtype=dx.dtype, device=dx.device)
+        scale_rows_(dx, grad_loss)
         if grad_lse is not None and ctx.lse_grad:
             rows, n_cols = x2.shape
             if dx.numel():
                 cfg = config("elementwise", n_cols)
                 _lse_grad_add_kernel[(rows, triton.cdiv(n_cols, cfg.block))](
                     x2, x2.stride(0), dx, dx.stride(0), lse, grad_lse.to(lse.dtype).reshape(-1).contiguous(),
-                    n_cols, float(ctx.opts.softcap or 1.0),
+                    n_cols, *_split(ctx.opts.softcap or 1.0),
                     HAS_SOFTCAP=ctx.opts.softcap is not None, ACC=acc_dtype(x2)[1],
                     BLOCK=cfg.block, num_warps=cfg.num_warps,
                 )

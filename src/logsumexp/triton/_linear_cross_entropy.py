@@ -238,7 +238,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if ctx.used:
             raise RuntimeError("logsumexp.triton.linear_cross_entropy_rows: backward can run once per forward")
         ctx.used = True
-        g = grad_loss.to(torch.float32)
         if ctx.recompute:
             h2, weight, bias, t2, cw = ctx.saved_tensors
             opts, fp32_wg, chunk, need = ctx.args
@@ -249,7 +248,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             ctx.grads = None
             for gr in grads:
                 if gr is not None:
-                    scale_rows_(gr.reshape(1, -1) if gr.ndim == 1 else gr, g.reshape(1))
+                    scale_rows_(gr.reshape(1, -1) if gr.ndim == 1 else gr, grad_loss.reshape(1))
         gh, gw, gb = grads
         return gh, gw, gb, None, None, None, None, None, None
 

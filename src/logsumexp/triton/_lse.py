@@ -3,8 +3,11 @@
     LSE(x) = m + log Σ_i exp(x_i − m),  m = max_i x_i,   ∂LSE/∂x_i = softmax(x)_i = exp(x_i − m) / s.
 
 One program reads one row once, block by block: each block is reduced with its own maximum first (one ``exp``
-per entry) and merged into the running ``(m, s)`` state (see ``_common``).  The ``(m, s)`` of every row (float32,
-float64 for float64 rows) is saved for backward, which recomputes ``softmax`` from the input and never stores it.
+per entry) and merged into the running state (see ``_common``).  The state is kept in the rest form
+``(m, r)``, ``r = Σ_{i≠argmax} exp(x_i − m)``, and ``LSE = m + log1p(r)``: a dominant entry keeps the relative
+accuracy of the small terms (``[0, −40 × 999]`` gives ``999·e⁻⁴⁰ ≈ 4.2e−15``, where ``m + log(1 + r)`` returns 0 in
+float32 and is 6 % off in float64).  The ``(m, r)`` of every row (float32, float64 for float64 rows) is saved for
+backward, which recomputes ``softmax`` from the input and never stores it.
 
 Special values: an all ``−inf`` (or empty) row gives ``−inf`` and a zero gradient; ``k`` entries at ``+inf`` give
 ``+inf`` and a gradient of ``1/k`` on them; a NaN makes its row (only) NaN.
@@ -29,7 +32,7 @@ def _lse_fwd_kernel(
     stride_x,  # elements between the starts of two rows
     LSE,  # *[rows] output, in the input dtype
     M_OUT,  # *[rows] row maximum m in the accumulation dtype, saved for backward
-    S_OUT,  # *[rows] s = Σ exp(x − m) in the accumulation dtype, saved for backward
+    S_OUT,  # *[rows] r = Σ_{i≠argmax} exp(x_i − m) (the rest form) in the accumulation dtype, saved for backward
     n_cols,  # row length (any size; the last block is masked)
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 rows
     BLOCK: tl.constexpr,  # entries per loop step: 8192 on an H200 (the block-size sweep's best, see _common)
@@ -38,15 +41,15 @@ def _lse_fwd_kernel(
     x_row = X + row * stride_x
     cols = tl.arange(0, BLOCK)
     m = tl.full((), float("-inf"), ACC)
-    s = tl.zeros((), ACC)
+    r = tl.full((), -1.0, ACC)  # the rest form's identity
     for start in range(0, n_cols, BLOCK):
         mask = start + cols < n_cols
         x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(ACC)
-        m_b, s_b = lse_block_stats(x, False)
-        m, s = lse_merge(m, s, m_b, s_b, False)
-    tl.store(LSE + row, lse_from_state(m, s, False))
+        m_b, r_b = lse_block_stats(x, True)
+        m, r = lse_merge(m, r, m_b, r_b, True)
+    tl.store(LSE + row, lse_from_state(m, r, True))
     tl.store(M_OUT + row, m)
-    tl.store(S_OUT + row, s)
+    tl.store(S_OUT + row, r)
 
 
 @triton.jit
@@ -55,7 +58,7 @@ def _lse_bwd_kernel(
     stride_x,  # row stride of X
     G,  # *[rows] upstream gradient of the LSE (any float dtype)
     M,  # *[rows] row maxima from the forward pass (accumulation dtype)
-    S,  # *[rows] row sums from the forward pass (accumulation dtype)
+    S,  # *[rows] row rests r = s − 1 from the forward pass (accumulation dtype)
     DX,  # *[rows, n_cols] output gradient, in the input dtype
     stride_dx,  # row stride of DX
     n_cols,  # row length
@@ -67,7 +70,7 @@ def _lse_bwd_kernel(
     mask = cols < n_cols
     x = tl.load(X + row * stride_x + cols, mask=mask, other=float("-inf")).to(ACC)
     g = tl.load(G + row).to(ACC)
-    p = softmax_entries(x, tl.load(M + row), tl.load(S + row), False)
+    p = softmax_entries(x, tl.load(M + row), tl.load(S + row), True)
     # g·p with p == 0 must stay 0 even for g = ±inf (the "−inf entries vanish" rule)
     tl.store(DX + row * stride_dx + cols, tl.where(p == 0.0, 0.0, g * p), mask=mask)
 
