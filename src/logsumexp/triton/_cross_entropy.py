@@ -31,6 +31,7 @@ Everything is deterministic: no atomics, the batch reduction is one ``torch.sum`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -56,11 +57,19 @@ def _softcap(x, cap):
     return cap * tl.where(u < 0.0, -t, t)
 
 
+def _to_float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (ties to even), in plain Python: no tensor, nothing to trace."""
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2.0**24) / 2.0**24, exponent)
+
+
 def _split(value: float) -> tuple[float, float]:
     """(float32(value), value − float32(value)): Triton passes Python floats as float32 scalars, so a float64
     option travels as two float32 parts, joined in the kernel (exact to ~2⁻⁴⁸ relative)."""
-    hi = float(torch.tensor(value, dtype=torch.float32))
-    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
+    hi = _to_float32(float(value))
+    return hi, _to_float32(float(value) - hi)
 
 
 @triton.jit
@@ -361,11 +370,11 @@ def denominator(
     if opts.num_items is not None:
         if isinstance(opts.num_items, torch.Tensor):  # a device count (e.g. all-reduced): no host sync
             return opts.num_items.detach().to(device=device, dtype=dtype).reshape(())
-        return torch.tensor(float(opts.num_items), dtype=dtype, device=device)
+        return torch.full((), float(opts.num_items), dtype=dtype, device=device)  # a fill: no copy, no sync
     if opts.reduction != "mean":
         return torch.ones((), dtype=dtype, device=device)
     if target.is_floating_point():
-        return torch.tensor(float(max(rows, 1)), dtype=dtype, device=device)
+        return torch.full((), float(max(rows, 1)), dtype=dtype, device=device)
     counted = target != opts.ignore_index
     if weight is None:
         d = counted.sum(dtype=dtype)
