@@ -1,4 +1,4 @@
-"""Pieces shared by every kernel family: the (max, sum) monoid in Triton, argument checks, launch helpers.
+"""Pieces shared by every kernel family: the (max, sum) monoid in Triton and the launch configurations.
 
 The online LogSumExp state of one row is a pair ``(m, acc)``:
 
@@ -19,7 +19,8 @@ exponential unit, not memory, limits a row reduction that spends two ``exp`` per
 max), measured at 62 % of the copy rate on an H200 against 99 % for a probe of this form.
 
 Everything is computed in float32 for float16/bfloat16/float32 rows and in float64 for float64 rows (the
-``ACC`` dtype of each kernel, taken from its input pointer).
+``ACC`` constexpr of each kernel, chosen by its launcher from the input dtype).  Nothing here validates
+arguments: the kernels take rows and options that ``logsumexp.torch`` has already checked.
 """
 
 from __future__ import annotations
