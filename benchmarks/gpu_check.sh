@@ -32,18 +32,18 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 XDIST=""
 $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
 start=$(date +%s)
-timeout 130 $PY -m pytest -q -p no:cacheprovider -p no:benchmark $XDIST tests/triton >"$OUT/tests.log" 2>&1
+timeout 110 $PY -m pytest -q -p no:cacheprovider -p no:benchmark $XDIST tests/triton >"$OUT/tests.log" 2>&1
 echo "tests: rc=$? in $(( $(date +%s) - start )) s: $(tail -1 "$OUT/tests.log")"
 
 # 2. the benchmark (peers, sweeps, chunk sizes)
 start=$(date +%s)
-timeout 250 $PY benchmarks/gpu.py --out "$OUT" --no-docs --jobs lse,softmax,ce,lce,sweep,chunks >"$OUT/bench.log" 2>&1
+timeout 240 $PY benchmarks/gpu.py --out "$OUT" --no-docs --jobs lse,softmax,ce,lce,sweep,chunks >"$OUT/bench.log" 2>&1
 echo "benchmark: rc=$? in $(( $(date +%s) - start )) s"
 
 # 3. the Hugging Face training step (benchmarks/hf.py, its own peers)
 start=$(date +%s)
 if [ -f benchmarks/hf.py ]; then
-  timeout 70 $PY benchmarks/hf.py --device cuda --no-write --timeout 60 >"$OUT/hf.log" 2>&1
+  timeout 100 $PY benchmarks/hf.py --device cuda --no-write --timeout 45 >"$OUT/hf.log" 2>&1
   echo "hf step: rc=$? in $(( $(date +%s) - start )) s"
 else
   echo "hf step skipped: benchmarks/hf.py is not in this tree"
