@@ -351,8 +351,8 @@ def job_linear_ce(n: int, d: int, v: int, dev: str, dry: bool, ceil: dict[str, f
 
 
 def job_sweep(n: int, v: int, dev: str, dry: bool, ceil: dict[str, float]) -> None:
-    """Launch configurations of the two-pass kernels (softmax, in-place cross-entropy): block, warps, programs per
-    SM (0: one program per row, the schedule before the persistent grid)."""
+    """Launch configurations: row LSE (block, warps) and the two-pass kernels (softmax, in-place cross-entropy):
+    block, warps, programs per SM (0: one program per row, the schedule before the persistent grid)."""
     from logsumexp.triton import _common
 
     x0 = torch.randn(n, v, device=dev, dtype=torch.bfloat16) * 4
@@ -363,14 +363,18 @@ def job_sweep(n: int, v: int, dev: str, dry: bool, ceil: dict[str, float]) -> No
     else:
         configs = [(16384, 16, 1), (16384, 8, 1), (8192, 8, 1), (8192, 16, 1), (8192, 8, 2), (16384, 8, 2),
                    (4096, 4, 4), (16384, 8, 0), (4096, 4, 0)]
-    for kind in ("softmax", "ce"):
+    # the row LSE reads once (one program per row); its sweep re-checks the 2026-11-30 optimum in the rest form
+    lse_configs = [(8192, 4, 0), (8192, 8, 0), (4096, 4, 0), (16384, 8, 0)] if not dry else [(256, 2, 0)]
+    for kind in ("lse", "softmax", "ce"):
         job = f"sweep {kind} [{n}, {v}]"
         print(job)
-        nbytes = 2 * x0.numel() * x0.element_size()
-        for block, warps, per_sm in configs:
+        nbytes = (1 if kind == "lse" else 2) * x0.numel() * x0.element_size()
+        for block, warps, per_sm in (lse_configs if kind == "lse" else configs):
             _common.set_override(kind, _common.LaunchConfig(block, warps, per_sm))
 
             def step():
+                if kind == "lse":
+                    return lt.logsumexp_rows(x0)
                 if kind == "softmax":
                     return lt.softmax_rows(x0, False)
                 loss = lt.cross_entropy_rows(x, t, None, MEAN, inplace_backward=True)
