@@ -285,6 +285,14 @@ def test_inplace_gradient_of_a_leaf_is_the_logits_memory(reduction):
     assert torch.equal(leaf.grad, ref.grad)
 
 
+def test_inplace_gradient_of_a_3d_leaf_seen_as_rows_is_not_copied():
+    # the torch face hands [B, T, C] logits over as a [B·T, C] view: the gradient goes back through the view
+    leaf = rand((3, 7, C), torch.bfloat16, seed=54).requires_grad_()
+    t = targets(21, C, seed=55)
+    ce(leaf.view(-1, C), t, inplace_backward=True).backward()
+    assert leaf.grad.data_ptr() == leaf.data_ptr() and leaf.grad.shape == leaf.shape
+
+
 def test_inplace_gradient_reaches_the_producer_without_a_copy():
     x = rand((N, C), torch.float32, seed=42)
     t = targets(N, C, seed=43)
