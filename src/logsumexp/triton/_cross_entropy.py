@@ -41,6 +41,8 @@ import triton.language as tl
 from .._options import CrossEntropyOptions
 from ._common import as_int64, config, lse_block_stats, lse_merge, n_programs
 from ._lse import acc_dtype
+from ._lse import logsumexp_rows as _logsumexp_rows
+from ._softmax import softmax_rows as _softmax_rows
 
 __all__ = ["cross_entropy_rows"]
 
@@ -437,22 +439,32 @@ class _CrossEntropy(torch.autograd.Function):
         ctx.lse_grad = compute_grad and opts.return_lse and not inplace
         # one call: each call of mark_non_differentiable replaces the previous one's set
         ctx.mark_non_differentiable(*[t for t in (dx, None if ctx.lse_grad else lse) if t is not None])
-        ctx.save_for_backward(dx, x2 if ctx.lse_grad else None, lse if ctx.lse_grad else None)
+        # The logits are kept for backward only where they are needed (they would otherwise be free after the
+        # forward pass): for the LSE's gradient, and under torch.func transforms, whose backward runs in grad
+        # mode and gets the gradient as a differentiable expression of the logits.
+        keep = not inplace and (ctx.lse_grad or torch._C._are_functorch_transforms_active())
+        x_saved, target, weight = (inputs[0], inputs[1], inputs[2]) if keep else (None, None, None)
+        ctx.save_for_backward(dx, x_saved, lse if ctx.lse_grad else None, target, weight)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor | None, grad_lse: torch.Tensor | None, _: Any):  # type: ignore[override]
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "logsumexp.triton.cross_entropy_rows has no second derivative (its gradient is computed in the "
-                "forward pass); use backward without create_graph=True"
-            )
+        if torch.is_grad_enabled():  # create_graph=True, or a torch.func transform
+            dx, x2, _, target, weight = ctx.saved_tensors
+            if x2 is None:
+                raise RuntimeError(
+                    "logsumexp.triton.cross_entropy_rows has no second derivative under backward(create_graph=True) "
+                    "(its gradient is computed in the forward pass, and the logits were not kept); torch.func "
+                    "transforms are supported without inplace_backward"
+                )
+            g = differentiable_grad(x2, target, weight, ctx.opts, grad_loss, grad_lse if ctx.lse_grad else None)
+            return g, None, None, None, None, None
         if ctx.used:
             raise RuntimeError(
                 "logsumexp.triton.cross_entropy_rows: backward can run once per forward (the gradient was "
                 "computed in the forward pass and is handed over, possibly in the logits' own memory)"
             )
         ctx.used = True
-        dx, x2, lse = ctx.saved_tensors
+        dx, x2, lse, _, _ = ctx.saved_tensors
         if grad_loss is None:  # only the LSE was used
             grad_loss = torch.zeros((), dtype=dx.dtype, device=dx.device)
         scale_rows_(dx, grad_loss)
@@ -467,6 +479,59 @@ class _CrossEntropy(torch.autograd.Function):
                     BLOCK=cfg.block, num_warps=cfg.num_warps,
                 )
         return dx, None, None, None, None, None
+
+
+def differentiable_grad(
+    x2: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    opts: CrossEntropyOptions,
+    grad_loss: torch.Tensor | None,
+    grad_lse: torch.Tensor | None,
+) -> torch.Tensor:
+    """The kernel's gradient written as differentiable torch operations on the logits (for torch.func transforms
+    and second derivatives): the formulas of this module's docstring, with softmax and LSE from the row
+    Functions (which have second derivatives).  One pass of torch operations per term: not the fast path."""
+    acc = torch.float64 if x2.dtype == torch.float64 else torch.float32
+    x = x2.to(acc)
+    cap = opts.softcap
+    z = x if cap is None else cap * torch.tanh(x / cap)
+    n, c = z.shape
+    p = _softmax_rows(z, False)
+    lse = _logsumexp_rows(z)
+    lse_finite = torch.where(lse == float("-inf"), torch.zeros_like(lse), lse)  # the kernel's guard
+    w = None if weight is None else weight.detach().to(acc)
+    denom = denominator(target, w, opts, n, acc, z.device)
+    eps, zl = float(opts.label_smoothing), float(opts.z_loss)
+    if target.is_floating_point():
+        y = target.to(acc)
+        if eps:
+            y = (1.0 - eps) * y + eps / c
+        wy = y if w is None else y * w
+        g = (wy.sum(-1) + 2.0 * zl * lse_finite).unsqueeze(-1) * p - wy
+    else:
+        counted = target != opts.ignore_index
+        t_safe = torch.where(counted, target, torch.zeros_like(target)).to(torch.int64)
+        w_t = torch.ones(n, dtype=acc, device=z.device) if w is None else w[t_safe]
+        w_sum = float(c) if w is None else w.sum()
+        hot = torch.zeros_like(z).scatter(1, t_safe.unsqueeze(-1), ((1.0 - eps) * w_t).unsqueeze(-1))
+        coef = (1.0 - eps) * w_t + (eps / c) * w_sum + 2.0 * zl * lse_finite
+        g = coef.unsqueeze(-1) * p - hot
+        if eps:
+            g = g - (eps / c) * (torch.ones_like(z) if w is None else w)
+        g = torch.where(counted.unsqueeze(-1), g, torch.zeros_like(g))
+    if grad_loss is None:
+        g = torch.zeros_like(g)
+    else:
+        up = grad_loss.to(acc)
+        if opts.reduction == "mean":
+            up = up / denom
+        g = g * (up.unsqueeze(-1) if opts.reduction == "none" else up)
+    if grad_lse is not None:
+        g = g + grad_lse.to(acc).unsqueeze(-1) * p
+    if cap is not None:
+        g = g * (1.0 - (z / cap) ** 2)
+    return g.to(x2.dtype)
 
 
 def no_weight_gradient(weight: torch.Tensor | None, name: str) -> None:
