@@ -565,7 +565,9 @@ def cross_entropy_rows(
     buffer, or, with ``inplace_backward=True``, over ``logits`` itself: no extra memory, and no copy on the way to
     ``logits.grad`` (a leaf) or to the producer of ``logits``; but ``logits``' values are gone after the call
     (its version counter is bumped, so a node that saved it fails loudly).  Backward multiplies by the upstream
-    gradient (skipped on the device when it is 1) and may run once; no second derivative.  The returned LSE is
+    gradient (skipped on the device when it is 1) and may run once.  Under torch.func transforms (``grad``, ``vjp``,
+    nested for second derivatives) the gradient is built from differentiable torch operations instead; plain
+    ``backward(create_graph=True)`` is refused (RuntimeError), as the logits are not kept.  The returned LSE is
     differentiable except in place.  A ``weight`` that requires grad is refused (RuntimeError), as torch does.
 
     Special values: ignored rows give 0 loss and 0 gradient whatever their logits; a batch with no counted row
