@@ -77,9 +77,7 @@ def _add_product_fp32(gw: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first:
             _direct_fp32 = True
             return
         except (RuntimeError, TypeError):  # an older torch: no float32 output for a bf16 product
-            if _direct_fp32:
-                raise
-            _direct_fp32 = False
+            _direct_fp32 = False  # the slice-by-slice form below computes the same sum, more slowly
     for v0 in range(0, gw.shape[0], _FP32_SLICE):
         v1 = min(v0 + _FP32_SLICE, gw.shape[0])
         part = torch.mm(a[v0:v1], b).to(torch.float32)
