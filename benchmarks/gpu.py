@@ -364,13 +364,16 @@ def job_sweep(n: int, v: int, dev: str, dry: bool, ceil: dict[str, float]) -> No
         configs = [(16384, 16, 1), (16384, 8, 1), (8192, 8, 1), (8192, 16, 1), (8192, 8, 2), (16384, 8, 2),
                    (4096, 4, 4), (16384, 8, 0), (4096, 4, 0)]
     # the row LSE reads once (one program per row); its sweep re-checks the 2026-11-30 optimum in the rest form
-    lse_configs = [(8192, 4, 0), (8192, 8, 0), (4096, 4, 0), (16384, 8, 0)] if not dry else [(256, 2, 0)]
+    # (block, warps, 0, loads issued ahead by the loop: None is Triton's default, the measured form)
+    lse_configs = [(8192, 4, 0, None), (8192, 8, 0, None), (4096, 4, 0, None), (16384, 8, 0, None),
+                   (8192, 4, 0, 2), (8192, 4, 0, 3), (4096, 4, 0, 3)] if not dry else [(256, 2, 0, 2)]
+    configs = [(b, w, p, None) for b, w, p in configs]
     for kind in ("lse", "softmax", "ce"):
         job = f"sweep {kind} [{n}, {v}]"
         print(job)
         nbytes = (1 if kind == "lse" else 2) * x0.numel() * x0.element_size()
-        for block, warps, per_sm in (lse_configs if kind == "lse" else configs):
-            _common.set_override(kind, _common.LaunchConfig(block, warps, per_sm))
+        for block, warps, per_sm, stages in (lse_configs if kind == "lse" else configs):
+            _common.set_override(kind, _common.LaunchConfig(block, warps, per_sm, stages))
 
             def step():
                 if kind == "lse":
@@ -381,7 +384,8 @@ def job_sweep(n: int, v: int, dev: str, dry: bool, ceil: dict[str, float]) -> No
                 loss.backward()
                 return loss
 
-            name = f"BLOCK={block} warps={warps} programs/SM={per_sm or 'one per row'}"
+            name = f"BLOCK={block} warps={warps} programs/SM={per_sm or 'one per row'}" + (
+                f" stages={stages}" if stages else "")
 
             def body(step=step, name=name):
                 ms = median_ms(step, dry, rep_ms=100, grad_to_none=[x])

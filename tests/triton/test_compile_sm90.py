@@ -45,11 +45,13 @@ SCRIPT = textwrap.dedent(
     F32 = dict(ACC=tl.float32)
     out = {}
     out["lse_fwd"] = build(_lse._lse_fwd_kernel, dict(X=X, stride_x="i64", LSE=X, M_OUT="*fp32", S_OUT="*fp32",
-                           n_cols="i32"), dict(F32, BLOCK=8192), warps=4)
+                           n_cols="i32"), dict(F32, BLOCK=8192, STAGES=None), warps=4)
+    build(_lse._lse_fwd_kernel, dict(X=X, stride_x="i64", LSE=X, M_OUT="*fp32", S_OUT="*fp32", n_cols="i32"),
+          dict(F32, BLOCK=8192, STAGES=3), warps=4)  # the pipelined variant the benchmark sweeps
     build(_lse._lse_bwd_kernel, dict(X=X, stride_x="i64", G=X, M="*fp32", S="*fp32", DX=X, stride_dx="i64",
           n_cols="i32"), dict(F32, BLOCK=4096), warps=4)
     build(_lse._lse_fwd_kernel, dict(X="*fp64", stride_x="i64", LSE="*fp64", M_OUT="*fp64", S_OUT="*fp64",
-          n_cols="i32"), dict(ACC=tl.float64, BLOCK=1024), warps=4)
+          n_cols="i32"), dict(ACC=tl.float64, BLOCK=1024, STAGES=None), warps=4)
     for log in (False, True):
         ptx = build(sm._softmax_fwd_kernel, dict(X=X, stride_x="i64", Y=X, stride_y="i64", n_rows="i32",
                     n_cols="i32"), dict(F32, LOG=log, BLOCK=16384), warps=16)

@@ -48,11 +48,14 @@ class LaunchConfig:
     num_warps:       warps per program.
     programs_per_sm: 0 for one program per row; k > 0 for a persistent grid of k programs per multiprocessor,
                      each walking rows ``pid, pid + grid, ...`` (so that a row read twice is still in L2).
+    num_stages:      for the row LSE's loop, how many blocks' loads Triton may issue ahead (``tl.range``); None,
+                     the measured configuration, leaves it to Triton.  Swept by benchmarks/gpu.py.
     """
 
     block: int
     num_warps: int
     programs_per_sm: int = 0
+    num_stages: int | None = None  # row LSE only: software-pipelining depth of its loop (None: Triton's choice)
 
 
 # Defaults, each from the H200 run of 2026-11-30 ([8192, 128256] bf16 rows; 132 SMs, 60 MB L2; sweep medians):
@@ -104,7 +107,7 @@ def config(family: str, n_cols: int) -> LaunchConfig:
     """
     cfg = _override.get(family) or (_INTERPRETED if interpreting() else _DEFAULTS)[family]
     block = min(cfg.block, triton.next_power_of_2(max(int(n_cols), 1)))
-    return LaunchConfig(block, cfg.num_warps, cfg.programs_per_sm)
+    return LaunchConfig(block, cfg.num_warps, cfg.programs_per_sm, cfg.num_stages)
 
 
 _SM_COUNT: dict[int, int] = {}

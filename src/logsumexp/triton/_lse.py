@@ -36,13 +36,14 @@ def _lse_fwd_kernel(
     n_cols,  # row length (any size; the last block is masked)
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 rows
     BLOCK: tl.constexpr,  # entries per loop step: 8192 on an H200 (the block-size sweep's best, see _common)
+    STAGES: tl.constexpr,  # loads issued ahead by the loop (None: Triton's default, the measured form)
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: row × stride may pass 2³¹
     x_row = X + row * stride_x
     cols = tl.arange(0, BLOCK)
     m = tl.full((), float("-inf"), ACC)
     r = tl.full((), -1.0, ACC)  # the rest form's identity
-    for start in range(0, n_cols, BLOCK):
+    for start in tl.range(0, n_cols, BLOCK, num_stages=STAGES):
         mask = start + cols < n_cols
         x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(ACC)
         m_b, r_b = lse_block_stats(x, True)
@@ -92,7 +93,8 @@ def lse_forward(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     if rows:
         cfg = config("lse", n_cols)
         _lse_fwd_kernel[(rows,)](
-            x2, x2.stride(0), lse, m, s, n_cols, ACC=acc_tl, BLOCK=cfg.block, num_warps=cfg.num_warps
+            x2, x2.stride(0), lse, m, s, n_cols,
+            ACC=acc_tl, BLOCK=cfg.block, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )
     return lse, m, s
 
