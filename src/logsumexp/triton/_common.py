@@ -1,4 +1,4 @@
-"""Pieces shared by every kernel family: the (max, sum) monoid in Triton, argument checks, launch helpers.
+"""Pieces shared by every kernel family: the (max, sum) monoid in Triton and the launch configurations.
 
 The online LogSumExp state of one row is a pair ``(m, acc)``:
 
@@ -16,26 +16,23 @@ sum form and ``(−inf, −1)`` in the rest form.
 
 Each block of a row is reduced with its *own* maximum first and then one ``exp`` per element: on Hopper the
 exponential unit, not memory, limits a row reduction that spends two ``exp`` per element (a per-lane running
-max), measured at 62 % of the copy rate on an H200 against 99 % for this form (issue 5).
+max), measured at 62 % of the copy rate on an H200 against 99 % for a probe of this form.
+
+Everything is computed in float32 for float16/bfloat16/float32 rows and in float64 for float64 rows (the
+``ACC`` constexpr of each kernel, chosen by its launcher from the input dtype).  Nothing here validates
+arguments: the kernels take rows and options that ``logsumexp.torch`` has already checked.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["FLOAT_DTYPES", "check_float_tensor", "check_launchable", "row_block", "as_rows"]
-
-#: Input dtypes the kernels accept; all accumulate in float32.
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-# Provisional block sizes (elements of a row handled per loop step). NOT yet measured on a GPU: the issue's
-# probes suggest 4096–8192 elements with 8–16 warps for 128k-wide bf16 rows; benchmarks/gpu.py sweeps them.
-_MAX_BLOCK = 8192
-_INTERPRET_MAX_BLOCK = 1024  # the interpreter pays per element-op, a smaller block keeps masked tails cheap
+__all__ = ["LaunchConfig", "config", "interpreting", "n_programs", "set_override"]
 
 
 def interpreting() -> bool:
@@ -43,97 +40,100 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def check_float_tensor(name: str, x: object) -> torch.Tensor:
-    """Check that ``x`` is a float32/float16/bfloat16 tensor; raise TypeError naming ``name`` otherwise."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
-    return x
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How one kernel family is launched.
 
-
-def check_launchable(*tensors: torch.Tensor) -> None:
-    """Raise unless every tensor is on one CUDA device, or on the CPU with ``TRITON_INTERPRET=1``.
-
-    Triton decides at import time whether ``@triton.jit`` compiles or interprets, so the variable must be
-    set before ``logsumexp.triton`` is first imported.
+    block:           entries of a row handled per loop step (a power of two).
+    num_warps:       warps per program.
+    programs_per_sm: 0 for one program per row; k > 0 for a persistent grid of k programs per multiprocessor,
+                     each walking rows ``pid, pid + grid, ...`` (so that a row read twice is still in L2).
+    num_stages:      for the row LSE's loop, how many blocks' loads Triton may issue ahead (``tl.range``); None,
+                     the measured configuration, leaves it to Triton.  Swept by benchmarks/gpu.py.
     """
-    devices = {t.device for t in tensors}
-    if len(devices) != 1:
-        raise ValueError(f"all tensors must be on one device, got {sorted(str(d) for d in devices)}")
-    (device,) = devices
-    if device.type == "cuda":
-        return
-    if device.type == "cpu":
-        if interpreting() and _kernels_interpreted():
-            return
-        raise RuntimeError(
-            "logsumexp.triton kernels need CUDA tensors; CPU tensors run only through Triton's interpreter, "
-            "with TRITON_INTERPRET=1 set in the environment before logsumexp.triton is imported "
-            "(use logsumexp.torch for CPU tensors)"
-        )
-    raise RuntimeError(f"logsumexp.triton kernels need CUDA tensors, got a tensor on {device}")
+
+    block: int
+    num_warps: int
+    programs_per_sm: int = 0
+    num_stages: int | None = None  # row LSE only: software-pipelining depth of its loop (None: Triton's choice)
 
 
-def _kernels_interpreted() -> bool:
-    # A kernel decorated while TRITON_INTERPRET was unset is a compiled JITFunction and cannot take CPU tensors.
-    from triton.runtime.interpreter import InterpretedFunction
+# Defaults, each from the H200 run of 2026-11-30 ([8192, 128256] bf16 rows; 132 SMs, 60 MB L2; sweep medians):
+#
+# * row LSE: 8192 entries, 4 warps: 0.562 ms, the best of the 12-point sweep (16 warps, the old default: 0.692 ms;
+#   2048/4096/16384 entries: 0.634/0.573/0.641 ms at 4 warps).  The row is read once, so one program per row.
+# * softmax: a row of 256 KB is read twice.  With one program per row (every row in flight at once) the second
+#   read comes from HBM, which is why the sweep's best (16384 entries, 8 warps: 1.461 ms; 16 warps: 1.469 ms)
+#   sits at the three-pass bound (1.48 ms).  One persistent program per SM keeps 132 rows × 256 KB = 33 MB in
+#   flight, inside the 60 MB L2, so the second read should hit L2.  A lone program must keep its SM's loads in
+#   flight by itself, hence the widest configuration the sweep ranked within 1 % of its best: 16384 × 16 warps.
+#   NOT yet measured in the persistent form.
+# * cross-entropy: the in-place sweep (which still paid a hidden copy of the logits) ranked 4096 × 4 warps
+#   (2.891 ms) and 8192 × 8 warps (2.915 ms) first; the persistent form takes 8192 × 8 warps (two 16-byte
+#   bf16 vectors per thread per step) for the same L2 reason.  NOT yet measured in the persistent form.
+# * elementwise backward / scaling kernels (one read, one write; not in the sweep): 4096 entries, 4 warps,
+#   the LSE sweep's second-best block at its best warp count.
+_DEFAULTS = {
+    "lse": LaunchConfig(8192, 4),
+    "softmax": LaunchConfig(16384, 16, programs_per_sm=1),
+    "ce": LaunchConfig(8192, 8, programs_per_sm=1),
+    "elementwise": LaunchConfig(4096, 4),
+}
+# The interpreter pays per element-op: a small block keeps masked tails cheap, and 4 "programs per SM" on
+# the single interpreted "SM" make the persistent kernels walk several rows each (as they do on a GPU).
+_INTERPRETED = {
+    "lse": LaunchConfig(1024, 4),
+    "softmax": LaunchConfig(1024, 4, programs_per_sm=4),
+    "ce": LaunchConfig(1024, 4, programs_per_sm=4),
+    "elementwise": LaunchConfig(1024, 4),
+}
 
-    return isinstance(lse_block_stats, InterpretedFunction)
+# Set by benchmarks/gpu.py's sweep; empty in normal use.
+_override: dict[str, LaunchConfig] = {}
 
 
-# (BLOCK cap, num_warps) forced by benchmarks/gpu.py's block-size sweep; None in normal use.
-_override: tuple[int, int] | None = None
+def set_override(family: str, cfg: LaunchConfig | None) -> None:
+    """Force one family's launch configuration (the benchmark's sweep); ``None`` restores the default."""
+    if cfg is None:
+        _override.pop(family, None)
+    else:
+        _override[family] = cfg
 
 
-def set_block_override(block: int | None, num_warps: int | None = None) -> None:
-    """Force the row kernels' BLOCK cap and warps (for the benchmark's sweep); ``None`` restores the default."""
-    global _override
-    _override = None if block is None else (int(block), int(num_warps or 8))
+def config(family: str, n_cols: int) -> LaunchConfig:
+    """The launch configuration of ``family`` ("lse", "softmax", "ce", "elementwise") for rows of ``n_cols``.
 
-
-def row_block(n_cols: int, itemsize: int = 2) -> tuple[int, int]:
-    """(BLOCK, num_warps) for rows of ``n_cols`` entries: provisional, to be tuned on a GPU.
-
-    BLOCK is the next power of two of the row length, capped at 8192 (1024 in the interpreter); the warps
-    grow with the block so that each thread holds 16-byte vectors (8 bf16 or 4 fp32 entries).
+    The block never exceeds the row rounded up to a power of two (a short row wastes no masked lanes).
     """
-    if _override is not None:
-        return min(_override[0], triton.next_power_of_2(max(int(n_cols), 1))), _override[1]
-    cap = _INTERPRET_MAX_BLOCK if interpreting() else _MAX_BLOCK
-    block = min(cap, triton.next_power_of_2(max(int(n_cols), 1)))
-    per_thread = max(16 // itemsize, 1)
-    num_warps = max(1, min(16, block // (32 * per_thread * 2)))  # powers of two, so this one is too
-    return block, num_warps
+    cfg = _override.get(family) or (_INTERPRETED if interpreting() else _DEFAULTS)[family]
+    block = min(cfg.block, triton.next_power_of_2(max(int(n_cols), 1)))
+    return LaunchConfig(block, cfg.num_warps, cfg.programs_per_sm, cfg.num_stages)
 
 
-def as_rows(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Move ``dim`` last and flatten the rest: returns a 2-D view/copy with unit class stride and the moved shape."""
-    xm = x.movedim(dim, -1) if dim not in (-1, x.ndim - 1) else x
-    shape = tuple(xm.shape)
-    n_cols = shape[-1] if shape else 1
-    n_rows = 1
-    for d in shape[:-1]:
-        n_rows *= d
-    x2 = xm.reshape(n_rows, n_cols)
-    if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) < n_cols):
-        x2 = x2.contiguous()
-    return x2, shape
+_SM_COUNT: dict[int, int] = {}
 
 
-def normalize_dim(name: str, dim: object, ndim: int) -> int:
-    """Check an int dimension for a tensor of ``ndim`` dims and return it non-negative (IndexError if out of range)."""
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"{name} must be an int, got {type(dim).__name__}")
-    nd = max(ndim, 1)
-    if not -nd <= dim < nd:
-        raise IndexError(f"{name}={dim} is out of range for a tensor with {ndim} dimensions")
-    return dim % nd
+def n_programs(device: torch.device, rows: int, cfg: LaunchConfig) -> int:
+    """Grid size: one program per row, or ``programs_per_sm`` per multiprocessor (never more than rows)."""
+    if cfg.programs_per_sm <= 0:
+        return rows
+    if device.type != "cuda":
+        return max(1, min(rows, cfg.programs_per_sm))  # the interpreter: one "multiprocessor"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:  # read once per device: the property query is not free
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return max(1, min(rows, cfg.programs_per_sm * _SM_COUNT[index]))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Triton helpers: one block's statistics and the merge of two states (written once, used by every kernel).
 # ---------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def as_int64(i):
+    """``i`` (an int32 loop index, or a Python int in the interpreter) as an int64 scalar: offsets may pass 2³¹."""
+    return tl.full((), 0, tl.int64) + i
 
 
 _LOG2E = tl.constexpr(1.4426950408889634)  # rounded to float32 inside the kernels
@@ -151,6 +151,8 @@ def exp_accurate(d):
     ``fma(d, log2e, −y)`` plus the low part of log2(e), is put back with a first-order term (it is < 2⁻²⁰, so the
     second-order term is below float32 rounding).  A few extra FMAs, no extra ``ex2``.
     """
+    if d.dtype == tl.float64:  # float64 rows: the library exponential is already accurate
+        return tl.exp(d)
     d = tl.where(d < -200.0, -200.0, d)  # −inf → e^{−200} = 0 in float32 without an inf − inf; NaN stays NaN
     y = d * _LOG2E
     err = tl.fma(d, _LOG2E, -y) + d * _LOG2E_LO
@@ -159,9 +161,9 @@ def exp_accurate(d):
 
 @triton.jit
 def lse_block_stats(x, EXCLUDE_MAX: tl.constexpr):
-    """(m_b, acc_b) of one block ``x`` (fp32, masked lanes already −inf): block max first, one exp per entry.
+    """(m_b, acc_b) of one block ``x`` (accumulation dtype, masked lanes already −inf): block max first, one exp per entry.
 
-    x:           fp32 block of a row; lanes past the row end must hold −inf (they then add 0).
+    x:           float32 (float64) block of a row; lanes past the row end must hold −inf (they then add 0).
     EXCLUDE_MAX: False → acc_b = Σ e^{x−m_b} (sum form); True → acc_b = that sum minus one instance of the max.
     An entry equal to m_b contributes exactly 1 (so ``+inf`` entries count 1 each, never inf − inf = NaN);
     a NaN entry fails every comparison and turns the sum into NaN.
@@ -174,7 +176,7 @@ def lse_block_stats(x, EXCLUDE_MAX: tl.constexpr):
         e = tl.exp(x - m_b)
     if EXCLUDE_MAX:
         # leave every tie out, then add back all but one of them (ties are exact, so each is worth 1)
-        acc_b = tl.sum(tl.where(is_max, 0.0, e), axis=0) + (tl.sum(is_max.to(tl.float32), axis=0) - 1.0)
+        acc_b = tl.sum(tl.where(is_max, 0.0, e), axis=0) + (tl.sum(is_max.to(x.dtype), axis=0) - 1.0)
     else:
         acc_b = tl.sum(tl.where(is_max, 1.0, e), axis=0)
     return m_b, acc_b

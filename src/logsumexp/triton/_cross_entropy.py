@@ -18,16 +18,20 @@ by the number of rows (probabilities); ``num_items`` replaces that denominator; 
 counted row and divided by the same denominator.  Rows whose target is ``ignore_index`` give loss 0 and
 gradient 0; a batch with no counted row gives loss 0 (never NaN).
 
-The kernel runs one program per row and reads the row twice: pass 1 builds the online ``(m, r)`` state and
-the target terms; pass 2, when a gradient is wanted, walks the row backwards (its last blocks are the likeliest
-to still be in L2) and writes the gradient, scaled by the reduction's ``1/denominator`` read from device memory
-(no host synchronisation), into a fresh buffer or over the logits themselves (``inplace_backward=True``).
+The kernel reads each row twice: pass 1 builds the online ``(m, r)`` state and the target terms; pass 2, when a
+gradient is wanted, walks the row backwards and writes the gradient.  The grid is persistent (about one program
+per multiprocessor, each walking rows ``pid, pid + grid, …``) so that a program's row is still in L2 when pass 2
+reads it again (132 rows of 256 KB = 33 MB on an H200, inside its 60 MB L2; with a program per row every row
+is in flight and the second read went to device memory).  The gradient is scaled by the reduction's
+``1/denominator`` read from device memory (no host synchronisation) and written into a fresh buffer or over the
+logits themselves (``inplace_backward=True``).
 Backward then only multiplies by the upstream gradient, and skips even that, on the device, where it is 1.
 Everything is deterministic: no atomics, the batch reduction is one ``torch.sum`` over per-row losses.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -35,15 +39,12 @@ import triton
 import triton.language as tl
 
 from .._options import CrossEntropyOptions
-from ._common import (
-    check_float_tensor,
-    check_launchable,
-    lse_block_stats,
-    lse_merge,
-    row_block,
-)
+from ._common import as_int64, config, lse_block_stats, lse_merge, n_programs
+from ._lse import acc_dtype
+from ._lse import logsumexp_rows as _logsumexp_rows
+from ._softmax import softmax_rows as _softmax_rows
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy_rows"]
 
 
 @triton.jit
@@ -58,6 +59,27 @@ def _softcap(x, cap):
     return cap * tl.where(u < 0.0, -t, t)
 
 
+def _to_float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (ties to even), in plain Python: no tensor, nothing to trace."""
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2.0**24) / 2.0**24, exponent)
+
+
+def _split(value: float) -> tuple[float, float]:
+    """(float32(value), value − float32(value)): Triton passes Python floats as float32 scalars, so a float64
+    option travels as two float32 parts, joined in the kernel (exact to ~2⁻⁴⁸ relative)."""
+    hi = _to_float32(float(value))
+    return hi, _to_float32(float(value) - hi)
+
+
+@triton.jit
+def _joined(hi, lo, ACC: tl.constexpr):
+    """The option ``hi + lo`` in the accumulation dtype (float32: ``hi`` itself, as ``lo`` is below its ulp)."""
+    return tl.full((), 0.0, ACC) + hi + lo
+
+
 @triton.jit
 def _ce_kernel(
     X,  # *[rows, n_cols] logits (fp32/fp16/bf16), unit stride along a row
@@ -66,25 +88,50 @@ def _ce_kernel(
     stride_dx,  # row stride of DX
     T,  # *[rows] integer class targets, or *[rows, n_cols] float probabilities (PROB_TARGET)
     stride_t,  # row stride of T (probabilities) or element stride (class targets)
-    W,  # *[n_cols] float32 class weights (read only when HAS_WEIGHT)
-    LOSS,  # *[rows] float32 per-row loss, before the reduction's scaling
-    LSE,  # *[rows] float32 per-row LSE of the (soft-capped) logits
-    SCALE,  # *float32 gradient scale: 1/denominator ("mean"), 1 ("sum"), or per-row upstream gradients
+    W,  # *[n_cols] class weights in the accumulation dtype (read only when HAS_WEIGHT)
+    LOSS,  # *[rows] per-row loss in the accumulation dtype, before the reduction's scaling
+    LSE,  # *[rows] per-row LSE of the (soft-capped) logits, accumulation dtype
+    SCALE,  # *gradient scale (accumulation dtype): 1/denominator ("mean"), 1 ("sum" and "none")
     stride_scale,  # 0: one scale for all rows; 1: one per row
+    n_rows,  # number of rows (the persistent programs walk them)
     n_cols,  # number of classes C (any size; the last block is masked)
     ignore_index,  # class target value whose rows are skipped
-    eps,  # label smoothing ε (used when HAS_SMOOTHING)
-    z_loss,  # z-loss coefficient (used when HAS_ZLOSS)
-    cap,  # soft cap c > 0 (used when HAS_SOFTCAP)
+    eps,  # label smoothing ε (used when HAS_SMOOTHING), its float32 part
+    eps_lo,  # ε − float32(ε): with ``eps`` it gives ε to ~48 bits for float64 rows (see _split)
+    z_loss,  # z-loss coefficient (used when HAS_ZLOSS), its float32 part
+    z_loss_lo,  # its remainder
+    cap,  # soft cap c > 0 (used when HAS_SOFTCAP), its float32 part
+    cap_lo,  # its remainder
     HAS_WEIGHT: tl.constexpr,  # class weights given
     PROB_TARGET: tl.constexpr,  # T holds probabilities instead of class indices
     HAS_SMOOTHING: tl.constexpr,  # ε > 0
     HAS_ZLOSS: tl.constexpr,  # z > 0
     HAS_SOFTCAP: tl.constexpr,  # soft cap set
     COMPUTE_GRAD: tl.constexpr,  # write the gradient (pass 2); off for inference
-    BLOCK: tl.constexpr,  # entries per loop step (power of two; provisional until measured on a GPU)
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 logits
+    BLOCK: tl.constexpr,  # entries per loop step: 8192 on an H200 (see _common for the measurement)
 ):
-    row = tl.program_id(0).to(tl.int64)  # int64: row × stride may pass 2³¹
+    # persistent: program p handles rows p, p + P, p + 2P, …, so that one row per program is in flight and
+    # pass 2 re-reads it from L2
+    eps_acc = _joined(eps, eps_lo, ACC)
+    z_acc = _joined(z_loss, z_loss_lo, ACC)
+    cap_acc = _joined(cap, cap_lo, ACC)
+    for row32 in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        _ce_row(
+            as_int64(row32), X, stride_x, DX, stride_dx, T, stride_t, W, LOSS, LSE, SCALE, stride_scale,
+            n_cols, ignore_index, eps_acc, z_acc, cap_acc,
+            HAS_WEIGHT, PROB_TARGET, HAS_SMOOTHING, HAS_ZLOSS, HAS_SOFTCAP, COMPUTE_GRAD, ACC, BLOCK,
+        )
+
+
+@triton.jit
+def _ce_row(
+    row, X, stride_x, DX, stride_dx, T, stride_t, W, LOSS, LSE, SCALE, stride_scale,
+    n_cols, ignore_index, eps, z_loss, cap,
+    HAS_WEIGHT: tl.constexpr, PROB_TARGET: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_ZLOSS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, COMPUTE_GRAD: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Loss, LSE and (COMPUTE_GRAD) gradient of one row ``row`` (int64); the arguments are _ce_kernel's."""
     x_row = X + row * stride_x
     cols = tl.arange(0, BLOCK)
     n_f = n_cols * 1.0  # float C (n_cols may arrive as a specialised constant)
@@ -96,7 +143,7 @@ def _ce_kernel(
         counted = t != ignore_index
         in_range = (t >= 0) & (t < n_cols)
         t_safe = tl.where(in_range, t, 0)
-        x_t = tl.load(x_row + t_safe).to(tl.float32)
+        x_t = tl.load(x_row + t_safe).to(ACC)
         if HAS_SOFTCAP:
             x_t = _softcap(x_t, cap)
         if HAS_WEIGHT:
@@ -107,13 +154,13 @@ def _ce_kernel(
         w_t = tl.where(in_range | (~counted), w_t, float("nan"))
 
     # ---- pass 1: online (m, r) state in the rest form, plus the target sums --------------------------
-    m = tl.full((), float("-inf"), tl.float32)
-    r = tl.full((), -1.0, tl.float32)
-    sum_w = tl.zeros((BLOCK,), tl.float32)  # Σ w_j (smoothing with weights) or Σ w_j·ỹ_j (probabilities)
-    sum_wx = tl.zeros((BLOCK,), tl.float32)  # Σ w_j·x_j or Σ w_j·ỹ_j·x_j
+    m = tl.full((), float("-inf"), ACC)
+    r = tl.full((), -1.0, ACC)
+    sum_w = tl.zeros((BLOCK,), ACC)  # Σ w_j (smoothing with weights) or Σ w_j·ỹ_j (probabilities)
+    sum_wx = tl.zeros((BLOCK,), ACC)  # Σ w_j·x_j or Σ w_j·ỹ_j·x_j
     for start in range(0, n_cols, BLOCK):
         mask = start + cols < n_cols
-        x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(ACC)
         if HAS_SOFTCAP:
             x = tl.where(mask, _softcap(x, cap), float("-inf"))
         m_b, r_b = lse_block_stats(x, True)
@@ -124,7 +171,7 @@ def _ce_kernel(
             else:
                 w = tl.where(mask, 1.0, 0.0)
         if PROB_TARGET:
-            y = tl.load(T + row * stride_t + start + cols, mask=mask, other=0.0).to(tl.float32)
+            y = tl.load(T + row * stride_t + start + cols, mask=mask, other=0.0).to(ACC)
             if HAS_SMOOTHING:
                 y = (1.0 - eps) * y + eps / n_f
             wy = tl.where(mask, w * y, 0.0)
@@ -143,6 +190,7 @@ def _ce_kernel(
         loss = a * lse - tl.sum(sum_wx, axis=0)
     else:
         nll = tl.where(x_t == m, 0.0, m - x_t) + lg  # (m − x_t) + log1p(r): keeps small losses accurate
+        nll = tl.where(x_t == float("-inf"), float("inf"), nll)  # a target of probability 0, even in an all −inf row
         if HAS_SMOOTHING:
             ws = tl.sum(sum_w, axis=0)
             loss = (1.0 - eps) * w_t * nll + (eps / n_f) * (ws * lse - tl.sum(sum_wx, axis=0))
@@ -171,7 +219,7 @@ def _ce_kernel(
         for i in range(0, n_blocks):
             start = (n_blocks - 1 - i) * BLOCK
             mask = start + cols < n_cols
-            x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(tl.float32)
+            x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(ACC)
             if HAS_SOFTCAP:
                 x = _softcap(x, cap)
             p = tl.where(x == m, 1.0, tl.exp(x - m)) * inv_s
@@ -181,7 +229,7 @@ def _ce_kernel(
             else:
                 w = 1.0
             if PROB_TARGET:
-                y = tl.load(T + row * stride_t + start + cols, mask=mask, other=0.0).to(tl.float32)
+                y = tl.load(T + row * stride_t + start + cols, mask=mask, other=0.0).to(ACC)
                 if HAS_SMOOTHING:
                     y = (1.0 - eps) * y + eps / n_f
                 g -= scale * (w * y)
@@ -200,19 +248,23 @@ def _ce_kernel(
 def _scale_rows_kernel(
     G,  # *[rows, n_cols] gradient, scaled in place
     stride_g,  # row stride of G
-    S,  # *[rows] or *[1] upstream gradient
+    S,  # *[rows] or *[1] upstream gradient, in the accumulation dtype
     stride_s,  # 1: one factor per row; 0: one factor for all rows
     n_cols,  # row length
-    BLOCK: tl.constexpr,  # entries per program (grid axis 1 covers the row)
+    BLOCK: tl.constexpr,  # entries per loop step (the elementwise default of _common)
 ):
+    # One program per row: with the usual upstream gradient 1 (loss.backward()) each program does one load and
+    # stops, where a program per block of every row (the profile's 0.158 ms at [8192, 128256]) did thousands.
     row = tl.program_id(0).to(tl.int64)
-    s = tl.load(S + row * stride_s).to(tl.float32)
-    if s != 1.0:  # decided on the device: loss.backward() (upstream 1) costs one load per program
-        cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = cols < n_cols
-        ptr = G + row * stride_g + cols
-        g = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
-        tl.store(ptr, tl.where(g == 0.0, 0.0, g * s), mask=mask)  # 0 stays 0 (ignored rows, s = inf)
+    s = tl.load(S + row * stride_s)  # in the accumulation dtype (float32, float64 for float64 gradients)
+    if s != 1.0:  # decided on the device, no host synchronisation
+        cols = tl.arange(0, BLOCK)
+        for start in range(0, n_cols, BLOCK):
+            mask = start + cols < n_cols
+            ptr = G + row * stride_g + start + cols
+            g = tl.load(ptr, mask=mask, other=0.0)
+            # 0 stays 0 (ignored rows, even for s = inf); the product is rounded once, in G's dtype or float32
+            tl.store(ptr, tl.where(g == 0.0, 0.0, g.to(s.dtype) * s), mask=mask)
 
 
 @triton.jit
@@ -221,19 +273,22 @@ def _lse_grad_add_kernel(
     stride_x,  # row stride of X
     DX,  # *[rows, n_cols] gradient, updated in place: DX += g_lse · ∂LSE/∂x
     stride_dx,  # row stride of DX
-    LSE,  # *[rows] float32 LSE of the (soft-capped) logits
-    G_LSE,  # *[rows] float32 upstream gradient of the returned LSE
+    LSE,  # *[rows] LSE of the (soft-capped) logits, accumulation dtype
+    G_LSE,  # *[rows] upstream gradient of the returned LSE, accumulation dtype
     n_cols,  # row length
-    cap,  # soft cap (used when HAS_SOFTCAP)
+    cap,  # soft cap (used when HAS_SOFTCAP), its float32 part
+    cap_lo,  # its remainder (see _split)
     HAS_SOFTCAP: tl.constexpr,  # logits were soft-capped: chain factor 1 − (x/c)²
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 logits
     BLOCK: tl.constexpr,  # entries per program (grid axis 1 covers the row)
 ):
     row = tl.program_id(0).to(tl.int64)
+    cap = _joined(cap, cap_lo, ACC)
     g = tl.load(G_LSE + row)
     if g != 0.0:  # decided on the device: an unused LSE costs one load per program
         cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n_cols
-        x = tl.load(X + row * stride_x + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=float("-inf")).to(ACC)
         if HAS_SOFTCAP:
             x = _softcap(x, cap)
         lse = tl.load(LSE + row)
@@ -242,17 +297,21 @@ def _lse_grad_add_kernel(
         if HAS_SOFTCAP:
             d *= 1.0 - (x / cap) * (x / cap)
         ptr = DX + row * stride_dx + cols
-        tl.store(ptr, tl.load(ptr, mask=mask, other=0.0).to(tl.float32) + d, mask=mask)
+        tl.store(ptr, tl.load(ptr, mask=mask, other=0.0).to(ACC) + d, mask=mask)
 
 
 def scale_rows_(g2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Multiply row i of the 2-D ``g2`` in place by ``s[i]`` (or all rows by the one-element ``s``)."""
+    """Multiply row i of the 2-D ``g2`` in place by ``s[i]`` (or every row by the one-element ``s``).
+
+    The factor is compared with 1 on the device, so the usual ``loss.backward()`` costs one load per row.
+    """
     rows, n_cols = g2.shape
     if g2.numel():
-        s = s.reshape(-1).contiguous()
-        block, warps = row_block(min(n_cols, 4096), g2.element_size())
-        grid = (rows, triton.cdiv(n_cols, block))
-        _scale_rows_kernel[grid](g2, g2.stride(0), s, 1 if s.numel() > 1 else 0, n_cols, BLOCK=block, num_warps=warps)
+        s = s.reshape(-1).to(acc_dtype(g2)[0]).contiguous()
+        cfg = config("elementwise", n_cols)
+        _scale_rows_kernel[(rows,)](
+            g2, g2.stride(0), s, 1 if s.numel() > 1 else 0, n_cols, BLOCK=cfg.block, num_warps=cfg.num_warps
+        )
     return g2
 
 
@@ -264,251 +323,268 @@ def launch_ce(
     dx: torch.Tensor | None,
     scale: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the fused kernel on rows ``x2`` [rows, C]; returns float32 (per-row loss, per-row LSE).
+    """Run the fused kernel on rows ``x2`` [rows, C]; returns (per-row loss, per-row LSE) in the accumulation dtype.
 
-    dx:    gradient buffer [rows, C] (may be ``x2`` itself) or None for no gradient.
-    scale: float32 gradient scale, one element (all rows) or ``rows`` elements (one per row).
+    weight: class weights already in the accumulation dtype, contiguous (or None).
+    dx:     gradient buffer [rows, C] (may share ``x2``'s memory) or None for no gradient.
+    scale:  gradient scale in the accumulation dtype, one element (all rows) or ``rows`` elements.
     """
     rows, n_cols = x2.shape
-    loss = torch.empty(rows, dtype=torch.float32, device=x2.device)
-    lse = torch.empty(rows, dtype=torch.float32, device=x2.device)
+    acc, acc_tl = acc_dtype(x2)
+    loss = torch.empty(rows, dtype=acc, device=x2.device)
+    lse = torch.empty(rows, dtype=acc, device=x2.device)
     if rows == 0:
         return loss, lse
-    prob = target.is_floating_point()
-    block, warps = row_block(n_cols, x2.element_size())
-    _ce_kernel[(rows,)](
+    if target.is_floating_point() and target.stride(-1) != 1:
+        target = target.contiguous()
+    cfg = config("ce", n_cols)
+    _ce_kernel[(n_programs(x2.device, rows, cfg),)](
         x2, x2.stride(0),
         dx if dx is not None else x2, dx.stride(0) if dx is not None else 0,
         target, target.stride(0),
         weight if weight is not None else loss,  # any pointer: not read without HAS_WEIGHT
         loss, lse,
         scale, 1 if scale.numel() > 1 else 0,
-        n_cols, opts.ignore_index,
-        float(opts.label_smoothing), float(opts.z_loss), float(opts.softcap or 1.0),
+        rows, n_cols, opts.ignore_index,
+        *_split(opts.label_smoothing), *_split(opts.z_loss), *_split(opts.softcap or 1.0),
         HAS_WEIGHT=weight is not None,
-        PROB_TARGET=prob,
+        PROB_TARGET=target.is_floating_point(),
         HAS_SMOOTHING=opts.label_smoothing > 0.0,
         HAS_ZLOSS=opts.z_loss > 0.0,
         HAS_SOFTCAP=opts.softcap is not None,
         COMPUTE_GRAD=dx is not None,
-        BLOCK=block,
-        num_warps=warps,
+        ACC=acc_tl,
+        BLOCK=cfg.block,
+        num_warps=cfg.num_warps,
     )
     return loss, lse
 
 
 def denominator(
-    target: torch.Tensor, weight: torch.Tensor | None, opts: CrossEntropyOptions, rows: int, device: torch.device
+    target: torch.Tensor, weight: torch.Tensor | None, opts: CrossEntropyOptions, rows: int, dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
-    """The "mean" denominator as a float32 device scalar, 1 where it would be 0 (computed without a host sync)."""
+    """The "mean" denominator as a 0-d device tensor, 1 where it would be 0 (computed without a host sync).
+
+    ``num_items`` when given; else the number of rows (probabilities), or ``Σ w_t`` over the counted rows (class
+    targets; the count of counted rows without weights).  "sum" and "none" give 1.
+    """
     if opts.num_items is not None:
         if isinstance(opts.num_items, torch.Tensor):  # a device count (e.g. all-reduced): no host sync
-            return opts.num_items.detach().to(device=device, dtype=torch.float32).reshape(())
-        return torch.tensor(float(opts.num_items), dtype=torch.float32, device=device)
+            return opts.num_items.detach().to(device=device, dtype=dtype).reshape(())
+        return torch.full((), float(opts.num_items), dtype=dtype, device=device)  # a fill: no copy, no sync
     if opts.reduction != "mean":
-        return torch.ones((), dtype=torch.float32, device=device)
+        return torch.ones((), dtype=dtype, device=device)
     if target.is_floating_point():
-        return torch.tensor(float(max(rows, 1)), dtype=torch.float32, device=device)
+        return torch.full((), float(max(rows, 1)), dtype=dtype, device=device)
     counted = target != opts.ignore_index
     if weight is None:
-        d = counted.sum(dtype=torch.float32)
+        d = counted.sum(dtype=dtype)
     else:
         idx = torch.where(counted, target, 0).clamp(0, weight.numel() - 1)
-        d = torch.where(counted, weight[idx], 0.0).sum(dtype=torch.float32)
+        d = torch.where(counted, weight[idx], 0.0).sum(dtype=dtype)
     return torch.where(d == 0.0, torch.ones_like(d), d)  # no counted row: loss 0/1 = 0, never NaN
 
 
+def reduce_loss(loss_rows: torch.Tensor, denom: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The per-row losses reduced as asked: as they are ("none"), summed, or summed over the denominator."""
+    if reduction == "none":
+        return loss_rows
+    if reduction == "sum":
+        return loss_rows.sum()
+    return loss_rows.sum() / denom
+
+
 class _CrossEntropy(torch.autograd.Function):
+    """Loss (and LSE) in the forward pass, the gradient computed there too and handed over in backward.
+
+    forward returns ``(loss, lse, dx)``; ``dx`` is non-differentiable and only saved for backward (the row
+    function drops it), so that backward returns a tensor nobody else holds: autograd then hands it to the
+    producer, or installs it as a leaf's ``.grad``, without copying it (it copies a gradient that has other
+    references or a layout other than the input's).  In place, ``dx`` is a new tensor object over the logits'
+    own memory (``detach()``), never the input object itself, which the caller still holds.
+    """
+
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         x2: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None,
         opts: CrossEntropyOptions,
         inplace: bool,
-        grad_enabled: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = x2.shape[0]
-        denom = denominator(target, weight, opts, rows, x2.device)
-        # needs_input_grad ignores torch.no_grad(): the caller's grad mode comes in as an argument
-        need_grad = ctx.needs_input_grad[0] and grad_enabled
+        compute_grad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        acc, _ = acc_dtype(x2)
+        w = None if weight is None else weight.detach().to(acc).contiguous()
+        denom = denominator(target, w, opts, x2.shape[0], acc, x2.device)
         dx = None
-        if need_grad:
-            dx = x2 if inplace else torch.empty_like(x2)
+        if compute_grad:
+            dx = x2.detach() if inplace else torch.empty_like(x2)
+            if inplace and not torch.compiler.is_compiling():
+                # the logits are about to be overwritten: a node that saved them now fails loudly in backward
+                torch.autograd.graph.increment_version(x2)
         scale = (1.0 / denom).reshape(1) if opts.reduction == "mean" else denom.reshape(1)
-        loss_rows, lse = launch_ce(x2, target, weight, opts, dx, scale)
-        ctx.dx = dx
-        ctx.reduction = opts.reduction
-        ctx.opts = opts
-        # The returned LSE is differentiable when the logits survive the forward pass (not in place):
-        # its gradient g_lse · softmax is added in backward from the saved logits.
-        lse_grad = dx is not None and opts.return_lse and not inplace
-        ctx.set_materialize_grads(False)
-        if lse_grad:
-            ctx.save_for_backward(x2, lse)
-        if opts.reduction == "none":
-            loss = loss_rows
-        elif opts.reduction == "sum":
-            loss = loss_rows.sum()
-        else:
-            loss = loss_rows.sum() / denom
-        if not lse_grad:
-            ctx.mark_non_differentiable(lse)
-        return loss, lse
+        loss_rows, lse = launch_ce(x2, target, w, opts, dx, scale)
+        return reduce_loss(loss_rows, denom, opts.reduction), lse, dx
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor | None, grad_lse: torch.Tensor | None):  # type: ignore[override]
-        dx = ctx.dx
-        if dx is None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        x2, _, _, opts, inplace, compute_grad = inputs
+        _, lse, dx = output
+        ctx.set_materialize_grads(False)
+        ctx.opts = opts
+        ctx.used = False
+        # The returned LSE is differentiable when the logits survive the forward pass (not in place):
+        # its gradient g_lse · softmax is added in backward from the saved logits.
+        ctx.lse_grad = compute_grad and opts.return_lse and not inplace
+        # one call: each call of mark_non_differentiable replaces the previous one's set
+        ctx.mark_non_differentiable(*[t for t in (dx, None if ctx.lse_grad else lse) if t is not None])
+        # The logits are kept for backward only where they are needed (they would otherwise be free after the
+        # forward pass): for the LSE's gradient, and under torch.func transforms, whose backward runs in grad
+        # mode and gets the gradient as a differentiable expression of the logits.
+        keep = not inplace and (ctx.lse_grad or torch._C._are_functorch_transforms_active())
+        x_saved, target, weight = (inputs[0], inputs[1], inputs[2]) if keep else (None, None, None)
+        ctx.save_for_backward(dx, x_saved, lse if ctx.lse_grad else None, target, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor | None, grad_lse: torch.Tensor | None, _: Any):  # type: ignore[override]
+        if torch.is_grad_enabled():  # create_graph=True, or a torch.func transform
+            dx, x2, _, target, weight = ctx.saved_tensors
+            if x2 is None:
+                raise RuntimeError(
+                    "logsumexp.triton.cross_entropy_rows has no second derivative under backward(create_graph=True) "
+                    "(its gradient is computed in the forward pass, and the logits were not kept); torch.func "
+                    "transforms are supported without inplace_backward"
+                )
+            g = differentiable_grad(x2, target, weight, ctx.opts, grad_loss, grad_lse if ctx.lse_grad else None)
+            return g, None, None, None, None, None
+        if ctx.used:
             raise RuntimeError(
-                "logsumexp.triton.cross_entropy: backward can run once per forward (the gradient was computed "
-                "in the forward pass and is handed over, possibly in the logits' own memory)"
+                "logsumexp.triton.cross_entropy_rows: backward can run once per forward (the gradient was "
+                "computed in the forward pass and is handed over, possibly in the logits' own memory)"
             )
-        ctx.dx = None
+        ctx.used = True
+        dx, x2, lse, _, _ = ctx.saved_tensors
         if grad_loss is None:  # only the LSE was used
-            grad_loss = torch.zeros((), dtype=torch.float32, device=dx.device)
-        scale_rows_(dx, grad_loss.to(torch.float32))
-        if grad_lse is not None and ctx.saved_tensors:
-            x2, lse = ctx.saved_tensors
+            grad_loss = torch.zeros((), dtype=dx.dtype, device=dx.device)
+        scale_rows_(dx, grad_loss)
+        if grad_lse is not None and ctx.lse_grad:
             rows, n_cols = x2.shape
             if dx.numel():
-                block, warps = row_block(min(n_cols, 4096), x2.element_size())
-                _lse_grad_add_kernel[(rows, triton.cdiv(n_cols, block))](
-                    x2, x2.stride(0), dx, dx.stride(0), lse, grad_lse.to(torch.float32).reshape(-1).contiguous(),
-                    n_cols, float(ctx.opts.softcap or 1.0),
-                    HAS_SOFTCAP=ctx.opts.softcap is not None, BLOCK=block, num_warps=warps,
+                cfg = config("elementwise", n_cols)
+                _lse_grad_add_kernel[(rows, triton.cdiv(n_cols, cfg.block))](
+                    x2, x2.stride(0), dx, dx.stride(0), lse, grad_lse.to(lse.dtype).reshape(-1).contiguous(),
+                    n_cols, *_split(ctx.opts.softcap or 1.0),
+                    HAS_SOFTCAP=ctx.opts.softcap is not None, ACC=acc_dtype(x2)[1],
+                    BLOCK=cfg.block, num_warps=cfg.num_warps,
                 )
         return dx, None, None, None, None, None
 
 
-def check_ce_args(
-    input: torch.Tensor, target: object, weight: object
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Validate shapes and dtypes (TypeError / ValueError naming the argument); returns (input, target, weight)."""
-    check_float_tensor("input", input)
-    if input.ndim == 0:
-        raise ValueError("input must have a class dimension (shape [C], [N, C] or [N, C, d1, ...]), got a 0-d tensor")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    c_dim = 0 if input.ndim == 1 else 1
-    n_cls = input.shape[c_dim]
-    if n_cls == 0:
-        raise ValueError("input must have at least one class, got a class dimension of size 0")
-    if target.is_floating_point():
-        if target.shape != input.shape:
-            raise ValueError(
-                f"probability target must have input's shape {tuple(input.shape)}, got {tuple(target.shape)}"
-            )
-    elif target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        expected = input.shape[:c_dim] + input.shape[c_dim + 1 :]
-        if target.shape != expected:
-            raise ValueError(f"class target must have shape {tuple(expected)}, got {tuple(target.shape)}")
-    else:
-        raise TypeError(f"target must hold integer class indices or float probabilities, got {target.dtype}")
-    if weight is not None:
-        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-            raise TypeError(f"weight must be a floating-point torch.Tensor or None, got {type(weight).__name__}")
-        if weight.shape != (n_cls,):
-            raise ValueError(f"weight must have shape ({n_cls},) (one per class), got {tuple(weight.shape)}")
-        weight = weight.to(torch.float32).contiguous()
-    return input, target, weight
-
-
-def check_target_range(target: torch.Tensor, n_cls: int, ignore_index: int) -> None:
-    """IndexError naming the first out-of-range class target and its position; CPU tensors only (no sync on GPU)."""
-    if target.is_floating_point() or target.device.type != "cpu" or target.numel() == 0:
-        return
-    bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
-    if bool(bad.any()):
-        pos = tuple(int(i) for i in bad.nonzero()[0])
-        raise IndexError(f"target {int(target[pos])} at position {pos} is out of range for {n_cls} classes")
-
-
-def to_rows(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """[C] / [N, C] / [N, C, d...] logits to [rows, C] (class stride 1) and targets to [rows] / [rows, C]."""
-    if input.ndim == 1:
-        x2, out_shape = input.unsqueeze(0), ()
-        t2 = target.reshape(1, -1) if target.is_floating_point() else target.reshape(1)
-    elif input.ndim == 2:
-        x2, t2, out_shape = input, target, (input.shape[0],)
-    else:
-        x2 = input.movedim(1, -1).reshape(-1, input.shape[1])
-        t2 = target.movedim(1, -1).reshape(-1, input.shape[1]) if target.is_floating_point() else target.reshape(-1)
-        out_shape = (input.shape[0],) + tuple(input.shape[2:])
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    if t2.is_floating_point() and t2.stride(-1) != 1:
-        t2 = t2.contiguous()
-    return x2, t2, out_shape
-
-
-def cross_entropy(
-    input: torch.Tensor,
+def differentiable_grad(
+    x2: torch.Tensor,
     target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    num_items: float | None = None,
-    return_lse: bool = False,
+    weight: torch.Tensor | None,
+    opts: CrossEntropyOptions,
+    grad_loss: torch.Tensor | None,
+    grad_lse: torch.Tensor | None,
+) -> torch.Tensor:
+    """The kernel's gradient written as differentiable torch operations on the logits (for torch.func transforms
+    and second derivatives): the formulas of this module's docstring, with softmax and LSE from the row
+    Functions (which have second derivatives).  One pass of torch operations per term: not the fast path."""
+    acc = torch.float64 if x2.dtype == torch.float64 else torch.float32
+    x = x2.to(acc)
+    cap = opts.softcap
+    z = x if cap is None else cap * torch.tanh(x / cap)
+    n, c = z.shape
+    p = _softmax_rows(z, False)
+    lse = _logsumexp_rows(z)
+    lse_finite = torch.where(lse == float("-inf"), torch.zeros_like(lse), lse)  # the kernel's guard
+    w = None if weight is None else weight.detach().to(acc)
+    denom = denominator(target, w, opts, n, acc, z.device)
+    eps, zl = float(opts.label_smoothing), float(opts.z_loss)
+    if target.is_floating_point():
+        y = target.to(acc)
+        if eps:
+            y = (1.0 - eps) * y + eps / c
+        wy = y if w is None else y * w
+        g = (wy.sum(-1) + 2.0 * zl * lse_finite).unsqueeze(-1) * p - wy
+    else:
+        counted = target != opts.ignore_index
+        t_safe = torch.where(counted, target, torch.zeros_like(target)).to(torch.int64)
+        w_t = torch.ones(n, dtype=acc, device=z.device) if w is None else w[t_safe]
+        w_sum = float(c) if w is None else w.sum()
+        hot = torch.zeros_like(z).scatter(1, t_safe.unsqueeze(-1), ((1.0 - eps) * w_t).unsqueeze(-1))
+        coef = (1.0 - eps) * w_t + (eps / c) * w_sum + 2.0 * zl * lse_finite
+        g = coef.unsqueeze(-1) * p - hot
+        if eps:
+            g = g - (eps / c) * (torch.ones_like(z) if w is None else w)
+        g = torch.where(counted.unsqueeze(-1), g, torch.zeros_like(g))
+    if grad_loss is None:
+        g = torch.zeros_like(g)
+    else:
+        up = grad_loss.to(acc)
+        if opts.reduction == "mean":
+            up = up / denom
+        g = g * (up.unsqueeze(-1) if opts.reduction == "none" else up)
+    if grad_lse is not None:
+        g = g + grad_lse.to(acc).unsqueeze(-1) * p
+    if cap is not None:
+        g = g * (1.0 - (z / cap) ** 2)
+    return g.to(x2.dtype)
+
+
+def no_weight_gradient(weight: torch.Tensor | None, name: str) -> None:
+    """Refuse a class weight that asks for a gradient (the kernels differentiate the logits only)."""
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"the Triton cross-entropy does not compute a gradient for {name} (as torch's cross_entropy does "
+            f"not); pass {name}.detach() or a tensor without requires_grad"
+        )
+
+
+def cross_entropy_rows(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    opts: CrossEntropyOptions,
     inplace_backward: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of logits ``input`` against ``target`` in one fused Triton kernel (loss and gradient).
+    """Cross-entropy of each row of ``logits`` [N, C] against ``target`` in one fused kernel (loss and gradient).
 
-    A drop-in for ``torch.nn.functional.cross_entropy`` (class dimension 1 for N-d input, class indices or
-    probabilities, ``weight``, ``ignore_index``, ``label_smoothing``, all reductions) plus ``z_loss``
-    (``z·LSE²`` per counted row), ``softcap`` (``c·tanh(x/c)`` first), ``num_items`` (divide the sum by this
-    count) and ``return_lse`` (also return the float32 per-row LSE; differentiable, except with
-    ``inplace_backward=True``, where the logits it would need in backward are gone).
+    target: [N] integer class indices, or [N, C] probabilities; weight: [C] class weights or None;
+    opts: the validated options (``opts.reduction == "none"`` gives [N] losses).  Returns the loss (float32;
+    float64 for float64 logits), plus the per-row LSE [N] when ``opts.return_lse``.
 
-    The loss of a row is ``(m − x_t) + log1p(Σ_{j≠argmax} e^{x_j−m})``: the maximum is taken out of the sum
-    so nothing overflows, and ``log1p`` keeps a confident prediction's small loss accurate.  The loss is
-    float32 whatever the input dtype; the gradient has the input's dtype.
+    The loss of a row is ``(m − x_t) + log1p(Σ_{j≠argmax} e^{x_j−m})``: the maximum is taken out of the sum so
+    nothing overflows, and ``log1p`` keeps a confident prediction's small loss accurate (``lse − x_t`` in
+    float32 returns 0 there).  Options: class weights, ``ignore_index``, label smoothing, probabilities, z-loss
+    (``z·LSE²`` per counted row), soft cap (``c·tanh(x/c)`` first), ``num_items`` (divide the sum by it).
 
-    The gradient is computed in the forward pass (when ``input`` requires it) and written into a fresh buffer,
-    or, with ``inplace_backward=True``, over ``input`` itself: no extra memory, but ``input``'s values are
-    gone after the call (do not use them, nor let another autograd node save them).  Backward multiplies by
-    the upstream gradient (skipped on the device when it is 1) and may run once.
+    The gradient is computed in the forward pass when ``logits`` requires it (and grad mode is on), into a fresh
+    buffer, or, with ``inplace_backward=True``, over ``logits`` itself: no extra memory, and no copy on the way to
+    ``logits.grad`` (a leaf) or to the producer of ``logits``; but ``logits``' values are gone after the call
+    (its version counter is bumped, so a node that saved it fails loudly).  Backward multiplies by the upstream
+    gradient (skipped on the device when it is 1) and may run once.  Under torch.func transforms (``grad``, ``vjp``,
+    nested for second derivatives) the gradient is built from differentiable torch operations instead; plain
+    ``backward(create_graph=True)`` is refused (RuntimeError), as the logits are not kept.  The returned LSE is
+    differentiable except in place.  A ``weight`` that requires grad is refused (RuntimeError), as torch does.
 
-    Special values: ignored rows give 0 loss and 0 gradient whatever their logits; a batch with no counted
-    row gives loss 0 (torch returns NaN); an out-of-range class target raises IndexError for CPU tensors and
-    gives a NaN loss for its row on CUDA (checking it there would cost a host sync).
-
-    Needs CUDA tensors (CPU tensors only under ``TRITON_INTERPRET=1``).
+    Special values: ignored rows give 0 loss and 0 gradient whatever their logits; a batch with no counted row
+    gives loss 0 (never NaN); an out-of-range class target (the caller checks them) gives a NaN loss for its
+    row.  The arguments are not checked: ``logsumexp.torch.cross_entropy`` validates and reshapes to rows.
 
     Examples
     --------
     Needs a CUDA device (or the interpreter), so not run as a doctest:
 
-    >>> import torch, logsumexp.triton as lt                              # doctest: +SKIP
-    >>> x = torch.tensor([[20.0, 0.0, 0.0]], device="cuda")               # doctest: +SKIP
-    >>> lt.cross_entropy(x, torch.tensor([0], device="cuda"))             # doctest: +SKIP
+    >>> import torch, logsumexp.triton as lt                                      # doctest: +SKIP
+    >>> from logsumexp._options import CrossEntropyOptions                        # doctest: +SKIP
+    >>> x = torch.tensor([[20.0, 0.0, 0.0]], device="cuda")                       # doctest: +SKIP
+    >>> lt.cross_entropy_rows(x, torch.tensor([0], device="cuda"), None, CrossEntropyOptions())  # doctest: +SKIP
     tensor(4.1223e-09, device='cuda:0')
     """
-    opts = CrossEntropyOptions(
-        ignore_index=ignore_index,
-        reduction=reduction,  # type: ignore[arg-type]
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        num_items=num_items,
-        return_lse=return_lse,
-    )
-    if not isinstance(inplace_backward, bool):
-        raise TypeError(f"inplace_backward must be a bool, got {type(inplace_backward).__name__}")
-    input, target, weight = check_ce_args(input, target, weight)
-    check_launchable(*(t for t in (input, target, weight) if t is not None))
-    n_cls = input.shape[0 if input.ndim == 1 else 1]
-    check_target_range(target, n_cls, ignore_index)
-    x2, t2, out_shape = to_rows(input, target)
-    loss, lse = _CrossEntropy.apply(x2, t2, weight, opts, inplace_backward, torch.is_grad_enabled())
-    if reduction == "none":
-        loss = loss.reshape(out_shape)
-    if return_lse:
-        return loss, lse.reshape(out_shape)
-    return loss
-
+    no_weight_gradient(weight, "weight")
+    compute_grad = logits.requires_grad and torch.is_grad_enabled()
+    loss, lse, _ = _CrossEntropy.apply(logits, target, weight, opts, inplace_backward, compute_grad)
+    return (loss, lse) if opts.return_lse else loss
