@@ -32,11 +32,17 @@ def namespace(*arrays: Any) -> Any:
     try:
         return array_api_compat.array_namespace(*real)
     except TypeError as err:
+        # NumPy arrays next to Dask arrays (a class weight, a target) are wrapped, as Dask does
+        dask_arrays = [a for a in real if array_api_compat.is_dask_array(a)]
+        if dask_arrays and all(array_api_compat.is_dask_array(a) or isinstance(a, np.ndarray) for a in real):
+            return array_api_compat.array_namespace(*dask_arrays)
         raise TypeError(f"inputs come from different array libraries: {err}") from None
 
 
 def as_array(xp: Any, x: Any, name: str) -> Array:
     """``x`` as an array of namespace ``xp`` (lists and scalars converted), numeric, not complex."""
+    if isinstance(x, np.ndarray) and is_dask(xp):
+        x = xp.asarray(x)
     if not array_api_compat.is_array_api_obj(x):
         try:
             x = np.asarray(x)

@@ -250,8 +250,11 @@ def _gather_last(xp: Any, x: Array, idx: Array) -> Array:
 
 
 def _times(xp: Any, coef: Array, value: Array) -> Array:
-    """``coef · value`` with ``0 · ±inf = 0``: a term of zero weight is absent, not NaN."""
-    absent = coef == 0
+    """``coef · value`` with ``0 · ±inf = 0``: a term of zero weight is absent, not NaN.
+
+    Only an infinite value is replaced, so the derivative with respect to a zero coefficient (a
+    class weight of 0) is still the finite value, as it mathematically is."""
+    absent = (coef == 0) & xp.isinf(value)
     return coef * xp.where(absent, 0.0, value)
 
 

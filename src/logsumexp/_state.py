@@ -64,10 +64,12 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     if n == 0:
         return empty_state(xp, out_shape, x.dtype, _device(xp, x))
     m = xp.max(x, axis=axis, keepdims=True)
+    leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
+    if not aa.is_numpy(xp):  # NumPy has no autodiff: the plain max is the same number
+        m = _differentiable_max(xp, x, m, leader, axis)
     e = xp.exp(shifted(xp, x, m))
     if b is not None:
         e = e * b
-    leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
     tail = pairwise_sum(xp, xp.where(leader, 0.0, e), axis)
     m = xp.squeeze(m, axis=axis)
     if b is None:
@@ -75,6 +77,24 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     else:
         lead = pairwise_sum(xp, xp.where(leader, e, 0.0), axis)
     return State(m, lead, tail)
+
+
+def _differentiable_max(xp: Any, x: Array, m: Array, leader: Array, axis: int) -> Array:
+    """The slice maximum ``m`` again, built so that automatic differentiation (JAX, torch) gives
+    the contract's gradients. The forward values are unchanged.
+
+    - Finite maximum: taken from the leading entry alone. The leading term is kept out of the sum,
+      so its entry's derivative flows only through the maximum; a backend's ``max`` shares that
+      derivative among tied maxima, which would give ``[1/9, 4/9, 4/9]`` for ``LSE([a, a, a])``.
+    - +inf maximum: ``max`` itself, whose equal share among the +inf entries is the softmax.
+    - NaN in the slice: a NaN whose derivative is NaN for every entry of that slice only (each
+      select passes a zero cotangent to the other slices, so no NaN leaks out).
+    """
+    lead_x = xp.sum(xp.where(leader, x, 0.0), axis=axis, keepdims=True)
+    out = xp.where(m == math.inf, m, lead_x)
+    bad = xp.isnan(m)
+    poisoned = xp.sum(xp.where(bad, x, 0.0), axis=axis, keepdims=True) * math.nan
+    return xp.where(bad, poisoned, out)
 
 
 def pairwise_sum(xp: Any, e: Array, axis: int) -> Array:
