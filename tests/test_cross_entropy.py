@@ -371,3 +371,40 @@ def test_bce_bad_arguments_raise(backend):
 def test_bce_empty_mean_is_zero_like_sum(np_backend):
     got = lse.binary_cross_entropy_with_logits(np.zeros(0), np.zeros(0))
     assert got == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Found by a new user: masked arrays, Dask batches of invalid targets
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["logits", "target", "weight"])
+def test_masked_array_is_refused_naming_the_argument(which):
+    """cross_entropy has no `where`: a masked row gave 999.0 computed on the masked value."""
+    args = {"logits": np.array([[1.0, 2.0, 1000.0]]), "target": np.array([0]), "weight": np.ones(3)}
+    args[which] = np.ma.array(args[which], mask=np.zeros(np.shape(args[which]), dtype=bool))
+    with pytest.raises(TypeError, match=f"{which} is a NumPy masked array"):
+        lse.cross_entropy(args["logits"], args["target"], weight=args["weight"])
+
+
+def test_masked_array_is_refused_by_binary_cross_entropy():
+    with pytest.raises(TypeError, match="logits is a NumPy masked array"):
+        lse.binary_cross_entropy_with_logits(np.ma.array([1.0, 2.0], mask=[0, 1]), np.array([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_dask_batch_with_every_target_out_of_range_is_nan_not_zero(reduction):
+    """A lazy backend cannot raise: every row out of range gave 0.0, a perfect loss."""
+    da = pytest.importorskip("dask.array", reason="the Dask backend needs the package 'dask'")
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    t = da.from_array(np.array([5, 7, -1, 3]), chunks=2)
+    got = float(lse.cross_entropy(x, t, reduction=reduction).compute(scheduler="synchronous"))
+    assert math.isnan(got)
+    grad = lse.cross_entropy_grad(x, t, reduction=reduction).compute(scheduler="synchronous")
+    assert np.isnan(grad).all()
+
+
+def test_dask_batch_with_every_row_ignored_is_still_zero():
+    da = pytest.importorskip("dask.array", reason="the Dask backend needs the package 'dask'")
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    t = da.from_array(np.full(4, -100), chunks=2)
+    assert float(lse.cross_entropy(x, t).compute(scheduler="synchronous")) == 0.0
+    np.testing.assert_array_equal(lse.cross_entropy_grad(x, t).compute(scheduler="synchronous"), 0.0)

@@ -362,3 +362,17 @@ def test_agrees_with_mpmath_on_extreme_inputs(backend):
             assert_matches_table(got, x, -1, name == "log_softmax", slack=backend.ulp_slack, ftz=backend.ftz)
 
     check()
+
+
+# --------------------------------------------------------------------------------------------
+# Found by a new user: NumPy masked arrays
+# --------------------------------------------------------------------------------------------
+def test_masked_array_entries_get_probability_zero(np_backend):
+    """np.ma input: [0, 0, inf] was returned (the masked 1000 was read as data)."""
+    x = np.ma.array([1.0, 2.0, 1000.0], mask=[0, 0, 1])
+    got = lse.softmax(x)
+    e = math.exp(1.0)
+    np.testing.assert_allclose(got, [1 / (1 + e), e / (1 + e), 0.0], rtol=1e-15)
+    lg = lse.log_softmax(x)
+    assert lg[2] == -math.inf
+    np.testing.assert_allclose(lg[:2], np.log([1 / (1 + e), e / (1 + e)]), rtol=1e-15)

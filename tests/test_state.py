@@ -305,3 +305,41 @@ def test_lsestate_float32_chunks_accumulate_wide(np_backend):
     assert s.value.dtype == np.float32
     exact = mp_lse(x.astype(np.float64))
     assert abs_error(float(s.value), exact) <= lse_tolerance(float(s.value), float(x.max()), "float32", ulps=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Negative weights (SciPy's return_sign semantics) and the result dtype
+# --------------------------------------------------------------------------------------------
+def test_lsestate_negative_weights_give_log_abs_and_sign_like_scipy(backend):
+    """A negative total gave NaN with no way to get the sign."""
+    scipy_special = pytest.importorskip("scipy.special", reason="compares with the package 'scipy'")
+    rng = np.random.default_rng(11)
+    x, b = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    s = lse.LSEState(axis=1)
+    for lo, hi in ((0, 3), (3, 8)):
+        s.update(backend.asarray(x[:, lo:hi]), b=backend.asarray(b[:, lo:hi]))
+    want, want_sign = scipy_special.logsumexp(x, axis=1, b=b, return_sign=True)
+    np.testing.assert_allclose(backend.to_numpy(s.value), want, rtol=1e-13)
+    np.testing.assert_array_equal(backend.to_numpy(s.sign), want_sign)
+    assert (want_sign < 0).any() and (want_sign > 0).any()  # both signs are exercised
+
+
+def test_lsestate_sign_of_an_empty_and_a_positive_state():
+    assert lse.LSEState().sign == 0.0
+    s = lse.LSEState().update(np.array([1.0, 2.0]))
+    assert s.sign == 1.0 and s.value > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lsestate_value_keeps_the_input_dtype(backend, dtype):
+    if dtype not in backend.float_dtypes:
+        pytest.skip(f"backend {backend.name} has no {dtype}")
+    s = lse.LSEState().update(backend.asarray(np.array([1.0, 2.0]), dtype)).update(backend.asarray(np.array([3.0]), dtype))
+    assert backend.dtype_name(s.value) == dtype
+    assert backend.dtype_name(s.sign) == dtype
+    np.testing.assert_allclose(backend.to_numpy(s.value), float(mp_lse([1.0, 2.0, 3.0])), rtol=2e-7 if dtype == "float32" else 1e-15)
+
+
+def test_lsestate_masked_chunk_is_read_with_its_mask():
+    s = lse.LSEState().update(np.ma.array([1.0, 2.0, 1000.0], mask=[0, 0, 1]))
+    assert float(s.value) == pytest.approx(float(mp_lse([1.0, 2.0])), rel=1e-15)

@@ -196,8 +196,9 @@ def _smooth(x: Any, axis: aa.Axis, temperature: float, keepdims: bool, sign: flo
     t = aa.check_temperature(temperature)
     x, where = aa.unmask(x, None, "x")
     xp = aa.namespace(x)
-    arr, _, axes, out_dtype = _prepare_lse(xp, x, axis, None, where, None)
-    arr = -arr if sign < 0 else arr
+    arr = aa.as_array(xp, x, "x")
+    arr = -xp.astype(arr, aa.float_dtype(xp, arr)) if sign < 0 else arr  # before masking: −inf stays −inf
+    arr, _, axes, out_dtype = _prepare_lse(xp, arr, axis, None, where, None)
     if math.prod(arr.shape) == 0:  # the empty rules: −inf for smoothmax, +inf for smoothmin
         empty = logsumexp(arr, axis=axes, keepdims=keepdims)
         return -empty if sign < 0 else empty
