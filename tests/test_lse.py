@@ -117,7 +117,7 @@ AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), (2, 0)]
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", AXES, ids=str)
 def test_special_values_table_on_every_axis(backend, axis, keepdims):
-    got = lse.logsumexp(backend.asarray(SPECIAL), axis=axis, keepdims=keepdims)
+    got = backend.call(lse.logsumexp, backend.asarray(SPECIAL), axis=axis, keepdims=keepdims)
     backend.check_type(got)
     assert_same_special(backend.to_numpy(got), table_lse(SPECIAL, axis, keepdims), table_max(SPECIAL, axis, keepdims),
                         1.5 + backend.ulp_slack)
