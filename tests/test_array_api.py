@@ -56,7 +56,7 @@ def test_float_dtype_and_default_float(backend):
 
 
 def test_cpu_accumulation_is_float64(backend):
-    """float16/bfloat16/float32 on a CPU are accumulated in float64 (DESIGN §2)."""
+    """float16/bfloat16/float32 on a CPU are accumulated in float64."""
     xp = backend.xp
     for dt in backend.float_dtypes:
         x = backend.asarray(np.zeros(1), dt)

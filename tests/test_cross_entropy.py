@@ -148,7 +148,7 @@ def test_equal_large_logits_give_log_3(backend):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_confident_prediction_keeps_relative_accuracy(backend, dtype):
     """[[20, 0, 0]], target 0: the loss is log1p(2e^{−20}) = 4.1223072e−9 (float32); torch and
-    LSE − x_t return 0. ≤ 2 ulp (issue 2 target)."""
+    LSE − x_t return 0. ≤ 2 ulp (the accuracy target)."""
     got = lse.cross_entropy(backend.asarray(np.array([[20.0, 0.0, 0.0]]), dtype), backend.asarray(np.array([0])))
     assert backend.dtype_name(got) == dtype
     exact = MP.log1p(2 * MP.exp(-20))

@@ -1,7 +1,7 @@
-"""logsumexp and its relatives (src/logsumexp/_lse.py) against the contract of DESIGN.md §2.
+"""logsumexp and its relatives (src/logsumexp/_lse.py) against the numerical contract.
 
 References: SciPy's ``scipy.special.logsumexp`` for semantics, mpmath (50 digits) for values.
-Tolerances: float64 within 1.5 ulp of the exact value (DESIGN §2 / issue 2 target), float32 and
+Tolerances: float64 within 1.5 ulp of the exact value (the accuracy target), float32 and
 float16 within 0.51 ulp (correctly rounded but for ties), 2 ulp where two float64 results are
 compared to each other; each test states its own.
 """
@@ -65,7 +65,7 @@ def _slices(x: np.ndarray, axis, keepdims: bool):
 
 
 def table_lse(x: np.ndarray, axis=None, keepdims=False) -> np.ndarray:
-    """The special-values table of DESIGN §2, slice by slice, with mpmath for the finite part."""
+    """The special-values table of the numerical contract, slice by slice, with mpmath for the finite part."""
     rows, back = _slices(np.asarray(x, dtype=np.float64), axis, keepdims)
     return back(_table_rows(rows))
 
@@ -112,7 +112,7 @@ AXES = [None, 0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2), (2, 0)]
 
 
 # ----------------------------------------------------------------------------------------------
-# Special values (DESIGN §2 table), every backend, every axis
+# Special values (the contract's table), every backend, every axis
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", AXES, ids=str)
@@ -466,7 +466,7 @@ def test_dtype_argument_must_be_a_real_float(backend):
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_accuracy_on_the_families(backend, fam, dtype, seed):
-    """float64 ≤ 1.5 ulp; float32 and float16 ≤ 0.51 ulp (issue 2 targets), n = 1000."""
+    """float64 ≤ 1.5 ulp; float32 and float16 ≤ 0.51 ulp (the accuracy targets), n = 1000."""
     if dtype not in backend.float_dtypes:
         pytest.skip(f"backend {backend.name} has no {dtype}")
     x, exact = family_case(fam, 1000, seed, dtype)

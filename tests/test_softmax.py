@@ -1,4 +1,4 @@
-"""softmax and log_softmax (src/logsumexp/_softmax.py) against DESIGN.md §2.
+"""softmax and log_softmax (src/logsumexp/_softmax.py) against the numerical contract.
 
 References: mpmath (50 digits) per slice, SciPy's softmax/log_softmax for semantics.
 Tolerances (float64): softmax within 2 ulp of the exact value plus the rounding of ``x_i − max``
@@ -41,7 +41,7 @@ def _rows(x: np.ndarray, axes: tuple[int, ...]):
 
 
 def table(x: np.ndarray, axis, log: bool):
-    """The exact softmax/log_softmax by the table of DESIGN §2 (mpmath on finite slices).
+    """The exact softmax/log_softmax by the special-values table of the contract (mpmath on finite slices).
 
     Also per entry: ``d = x_i − max`` and the slice's relative error budget ``delta`` of the
     denominator ``1 + tail``: the rounding of each ``x_j − max`` (0.5 ulp, carried through exp)
