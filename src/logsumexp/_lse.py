@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from ._reduce import fast_numpy_lse, lse_state, mask_zero_weights
+from ._reduce import fast_numpy_lse, lse_state, lse_value, mask_zero_weights
 from ._state import shifted, value
 
 Array = Any
@@ -95,9 +95,7 @@ def logsumexp(
             return fast
     xp = aa.namespace(a, b, where)
     x, w, axes, out_dtype = _prepare_lse(xp, a, axis, b, where, dtype)
-    state = lse_state(xp, x, axes, w)
-    with aa.quiet_fp():
-        res = value(xp, state, return_sign)
+    res = lse_value(xp, x, axes, w, return_sign)
     if return_sign:
         out, sign = res
         return _finish(xp, out, axes, keepdims, out_dtype), _finish(xp, sign, axes, keepdims, out_dtype)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _array_api as aa
 from . import _cpu
-from ._state import State, block_state, empty_state, merge, softmax_from_state
+from ._state import State, block_state, empty_state, merge, softmax_from_state, value
 
 Array = Any
 
@@ -35,8 +35,10 @@ Array = Any
 # float64 = 1 MiB stays in L2, and it bounds the core's extra memory on large inputs.
 BLOCK_ELEMENTS = 1 << 17
 
-# name → loader returning the backend module; the module provides
-# ``reduce_state(x, axes, w) -> State`` (reduced axes dropped, float64 working dtype).
+# name → loader returning the backend module; the module provides, reduced axes dropped, float64:
+#   reduce_state(x, axes, w) -> State
+#   reduce_value(x, axes, w, return_sign) -> value, or (value, sign)
+#   normalized(x, axes, log, out_dtype) -> softmax or log_softmax
 _BACKEND_LOADERS: dict[str, Callable[[], Any]] = {}
 
 
@@ -78,6 +80,25 @@ def mask_zero_weights(xp: Any, x: Array, w: Array) -> Array:
     return xp.where(w == 0, xp.asarray(-math.inf, dtype=x.dtype), x)
 
 
+def _no_reduced_axis(x: Array, w: Array | None, axes: tuple[int, ...]) -> tuple[Array, Array | None, tuple[int, ...]]:
+    """Nothing reduced (0-d input, ``axis=()``): each entry becomes a slice of length 1."""
+    if axes:
+        return x, w, axes
+    return x[..., None], None if w is None else w[..., None], (x.ndim,)
+
+
+def lse_value(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None, return_sign: bool) -> Any:
+    """LogSumExp (and its sign with ``return_sign``) of every slice of ``x`` over ``axes``, reduced
+    axes dropped, in the working dtype; same input conventions as :func:`lse_state`."""
+    backend = _collection_backend(xp)
+    if backend is not None:  # the value is computed inside the backend's reduction
+        x, w, axes = _no_reduced_axis(x, w, axes)
+        return backend.reduce_value(x, axes, w, return_sign)
+    state = lse_state(xp, x, axes, w)
+    with aa.quiet_fp():
+        return value(xp, state, return_sign)
+
+
 def lse_state(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> State:
     """The (max, lead, tail) state of every slice of ``x`` over ``axes`` (reduced axes dropped).
 
@@ -90,9 +111,7 @@ def lse_state(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> Stat
             return State(*fast)
     backend = _collection_backend(xp)
     if backend is not None:
-        if not axes:  # nothing reduced (0-d input, axis=()): each entry is a slice of length 1
-            x, w = x[..., None], None if w is None else w[..., None]
-            axes = (x.ndim - 1,)
+        x, w, axes = _no_reduced_axis(x, w, axes)
         return backend.reduce_state(x, axes, w)
     wide = aa.work_dtype(xp, x, x.dtype)
     x1, ax = aa.to_single_axis(xp, x, axes)
@@ -144,6 +163,9 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
             return xp.astype(fast, out_dtype, copy=False)
     if math.prod(x.shape) == 0:
         return xp.astype(x, out_dtype)
+    backend = _collection_backend(xp)
+    if backend is not None:  # one reduction, then one elementwise pass over the chunks
+        return backend.normalized(x, axes, log, out_dtype)
     state = lse_state(xp, x, axes, None)
     m, tail = (aa.restore_axes(xp, a, axes, True) for a in (state.m, state.tail))
     wide = m.dtype

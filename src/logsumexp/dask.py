@@ -318,6 +318,14 @@ def logsumexp(
     if w is not None:
         arr, w = _broadcast(arr, w)
     axes = aa.normalize_axis(axis, arr.ndim)
+    return _lse_graph(arr, axes, w, keepdims, return_sign, split_every, out_dtype)
+
+
+def _lse_graph(
+    arr: da.Array, axes: tuple[int, ...], w: da.Array | None, keepdims: bool, return_sign: bool,
+    split_every: Any, out_dtype: np.dtype,
+) -> Any:
+    """The one-pass LogSumExp graph of validated, broadcast arrays (value, or value and sign)."""
     if not return_sign:
         out_ndim = arr.ndim if keepdims else arr.ndim - len(axes)
         meta = np.empty((0,) * out_ndim, dtype=out_dtype)
@@ -337,6 +345,19 @@ def logsumexp(
     res = da.map_blocks(_value_block, st, sign=False, **kw)
     sgn = da.map_blocks(_value_block, st, sign=True, **kw)
     return res, sgn
+
+
+def reduce_value(x: da.Array, axes: tuple[int, ...], w: da.Array | None, return_sign: bool) -> Any:
+    """The array core's backend entry for a LogSumExp value (and sign), reduced axes dropped,
+    float64: the state is turned into the value inside the reduction's last task."""
+    if w is not None and w.chunks != x.chunks:
+        w = w.rechunk(x.chunks)
+    return _lse_graph(x, axes, w, False, return_sign, None, np.dtype(np.float64))
+
+
+def normalized(x: da.Array, axes: tuple[int, ...], log: bool, out_dtype: Any) -> da.Array:
+    """The array core's backend entry for softmax / log_softmax (masked entries already −inf)."""
+    return _normalize_graph(x, axes, None, log, np.dtype(out_dtype))
 
 
 def reduce_state(x: da.Array, axes: tuple[int, ...], w: da.Array | None) -> State:
@@ -430,6 +451,11 @@ def _normalize(x: Any, axis: aa.Axis, split_every: Any, log: bool) -> da.Array:
     arr = _as_dask(x, "x")
     out_dtype = _float_dtype(arr.dtype)
     axes = aa.normalize_axis(axis, arr.ndim)
+    return _normalize_graph(arr, axes, split_every, log, out_dtype)
+
+
+def _normalize_graph(arr: da.Array, axes: tuple[int, ...], split_every: Any, log: bool, out_dtype: Any) -> da.Array:
+    """One reduction for the state, then one elementwise pass over the chunks."""
     st = _state(arr, axes, None, split_every)
     return da.map_blocks(
         _normalize_block,
