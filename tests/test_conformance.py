@@ -2,7 +2,7 @@
 
 Faces: the array core on NumPy through the compiled fast path and through the pure core path,
 on array-api-strict, on JAX (jitted, gradients by ``jax.vjp`` inside the jitted function), on Dask
-(computed), and the torch CPU face ``logsumexp.torch`` (values, and gradients by
+(computed), on torch tensors (gradients by ``torch.autograd`` through the core), and the torch CPU face ``logsumexp.torch`` (values, and gradients by
 ``torch.autograd``). The NumPy faces check the cross-entropy gradient through
 ``cross_entropy_grad``. A face without automatic differentiation checks values only.
 """
@@ -126,6 +126,20 @@ def _jax_face(case: Case, dtype: str) -> tuple[Any, Any, Any]:
     return np.asarray(out), np.asarray(gx), None if w is None else np.asarray(gw)
 
 
+def _core_torch_face(case: Case, dtype: str) -> tuple[Any, Any, Any]:
+    """The array core on torch CPU tensors (generic path, float64 accumulation), differentiated
+    by torch.autograd through the core's own operations."""
+    import torch
+
+    x, t, w = case.inputs(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = None if w is None else torch.tensor(w, requires_grad=True)
+    out = _core_call(case, tx, None if t is None else torch.tensor(t), tw)
+    out.backward(torch.tensor(case.cotangent(dtype)).to(out.dtype))
+    gw = None if tw is None else tw.grad.double().numpy()
+    return out.detach().double().numpy(), tx.grad.double().numpy(), gw
+
+
 def _torch_face(case: Case, dtype: str) -> tuple[Any, Any, Any]:
     import torch
 
@@ -155,6 +169,7 @@ FACES: dict[str, tuple[Callable[[Case, str], Any], str | None]] = {
     "array_api_strict": (_strict_face, "array_api_strict"),
     "jax-jit": (_jax_face, "jax"),
     "dask": (_dask_face, "dask"),
+    "core-on-torch": (_core_torch_face, "torch"),
     "torch-face": (_torch_face, "torch"),
 }
 

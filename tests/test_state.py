@@ -1,7 +1,7 @@
 """The (max, lead, tail) state, its merge, and LSEState (src/logsumexp/_state.py, _lse_state.py).
 
-The merge is the one piece that streaming, chunking, Dask, vocab-parallel and GPU blocks share
-: identity (−inf, 0, 0), associative and commutative up to rounding, special values
+The merge is the one piece that streaming, chunking, Dask, vocab-parallel and GPU blocks share:
+identity (−inf, 0, 0), associative and commutative up to rounding, special values
 carried (all −inf stays −inf without NaN, +inf wins, NaN poisons). Tolerances: two merge orders
 of the same terms agree within 3 ulp (each within 1.5 ulp of the exact value); chunked = whole
 within 2 ulp (the brief's bound); values within 1.5 ulp of mpmath.

@@ -60,9 +60,11 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     Entries with ``b == 0`` must already be −inf (the caller's job: they vanish, even at ±inf).
     """
     n = x.shape[axis]
-    out_shape = tuple(s for d, s in enumerate(x.shape) if d != axis)
     if n == 0:
-        return empty_state(xp, out_shape, x.dtype, _device(xp, x))
+        # The identity state, computed from x (a sum over nothing is 0) rather than created, so
+        # that an autograd graph (torch) reaches the input and gives it its empty gradient.
+        zero = xp.sum(x, axis=axis)
+        return State(zero - math.inf, zero, zero)
     m = xp.max(x, axis=axis, keepdims=True)
     leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
     if not aa.is_numpy(xp):  # NumPy has no autodiff: the plain max is the same number
