@@ -123,7 +123,7 @@ def max_ulp_error(got: Sequence[float], exact: Sequence[mpmath.mpf], dtype: str 
 
 
 # --------------------------------------------------------------------------------------------
-# The input families of the accuracy targets (issue 2, DESIGN.md §6)
+# The input families of the accuracy targets (the accuracy report's families)
 # --------------------------------------------------------------------------------------------
 FAMILIES = (
     "N(0,1)",

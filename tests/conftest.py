@@ -9,6 +9,9 @@
 - ``array_api_strict``, ``torch`` (CPU), ``dask`` (small chunks, so reductions cross chunks),
 - ``jax`` (with ``jax_enable_x64``, so float64 is float64) and ``cupy``, where importable.
 
+Tests about values call the library through ``backend.call(fn, *arrays, **options)``, which runs
+``fn`` under ``jax.jit`` on JAX (as JAX users run it) and directly elsewhere.
+
 Every non-NumPy backend is skipped, with a reason naming the missing package, when it cannot be
 imported. Tests build their inputs in NumPy and convert them with ``backend.asarray``; results go
 back through ``backend.to_numpy`` (which computes Dask graphs, so lazily computed warnings surface
@@ -18,6 +21,7 @@ inside the test, where ``filterwarnings = error`` turns them into failures).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -115,6 +119,14 @@ class Backend:
             out = out.astype(np.float32)
         return out
 
+    def call(self, fn: Any, *arrays: Any, **options: Any) -> Any:
+        """``fn(*arrays, **options)`` the way this backend's users run it: on JAX under ``jax.jit``
+        (arrays traced, options static; one compiled program per function, options and shapes),
+        elsewhere directly."""
+        if self.name != "jax":
+            return fn(*arrays, **options)
+        return _jitted(fn, tuple(sorted(options.items(), key=lambda kv: kv[0])))(*arrays)
+
     def dtype_name(self, a: Any) -> str:
         """The dtype of a result of this backend as a string ('float32', 'bfloat16', ...)."""
         return str(a.dtype).rsplit(".", 1)[-1]
@@ -152,6 +164,13 @@ class Backend:
 
             return str(torch.get_default_dtype()).rsplit(".", 1)[-1]
         return "float64"
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(fn: Any, options: tuple[tuple[str, Any], ...]) -> Any:
+    import jax
+
+    return jax.jit(functools.partial(fn, **dict(options)))
 
 
 def _make(name: str) -> Backend:

@@ -28,8 +28,21 @@ def test_namespace_of_each_backend(backend):
 def test_mixing_array_libraries_raises_type_error(backend):
     if backend.name in ("numpy", "numpy-core"):
         pytest.skip("needs a second array library than NumPy; covered by the other backends")
+    if backend.name == "dask":
+        pytest.skip("Dask wraps NumPy arrays (see test_numpy_weights_next_to_a_dask_array_are_wrapped)")
     with pytest.raises(TypeError, match="different array libraries"):
         lse.logsumexp(backend.asarray(np.zeros(3)), b=np.ones(3))
+
+
+def test_numpy_weights_next_to_a_dask_array_are_wrapped():
+    """As Dask's own functions do: a NumPy class weight or target next to Dask logits is wrapped."""
+    da = pytest.importorskip("dask.array", reason="needs the package 'dask'")
+    x = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]])
+    got = lse.logsumexp(da.from_array(x, chunks=1), axis=1, b=np.array([1.0, 2.0, 0.5]))
+    np.testing.assert_allclose(got.compute(), lse.logsumexp(x, axis=1, b=np.array([1.0, 2.0, 0.5])), rtol=1e-15)
+    torch = pytest.importorskip("torch", reason="a second non-NumPy library: 'torch'")
+    with pytest.raises(TypeError, match="different array libraries"):
+        lse.logsumexp(da.from_array(x, chunks=1), b=torch.ones(3))
 
 
 def test_as_array_converts_lists_and_rejects_bad_input():
@@ -56,7 +69,7 @@ def test_float_dtype_and_default_float(backend):
 
 
 def test_cpu_accumulation_is_float64(backend):
-    """float16/bfloat16/float32 on a CPU are accumulated in float64 (DESIGN §2)."""
+    """float16/bfloat16/float32 on a CPU are accumulated in float64."""
     xp = backend.xp
     for dt in backend.float_dtypes:
         x = backend.asarray(np.zeros(1), dt)

@@ -44,6 +44,11 @@ def make_case(seed: int, shape=(6, 5), ignore=True):
 OPTIONS = list(itertools.product(["mean", "sum", "none"], [False, True], [0.0, 0.1, 1.0]))
 
 
+def ce(x, target, weight, **options):
+    """cross_entropy with the class weight positional, for ``backend.call`` (arrays are traced)."""
+    return lse.cross_entropy(x, target, weight=weight, **options)
+
+
 # ----------------------------------------------------------------------------------------------
 # Against torch: every option combination
 # ----------------------------------------------------------------------------------------------
@@ -52,7 +57,7 @@ def test_index_targets_match_torch(backend, reduction, weighted, smoothing):
     x, target, w, _ = make_case(0)
     kw = dict(reduction=reduction, label_smoothing=smoothing)
     want = F.cross_entropy(t(x), t(target), weight=t(w) if weighted else None, **kw)
-    got = lse.cross_entropy(backend.asarray(x), backend.asarray(target), weight=backend.asarray(w) if weighted else None, **kw)
+    got = backend.call(ce, backend.asarray(x), backend.asarray(target), backend.asarray(w) if weighted else None, **kw)
     close(backend.to_numpy(got), want.numpy())
 
 
@@ -61,7 +66,7 @@ def test_probability_targets_match_torch(backend, reduction, weighted, smoothing
     x, _, w, q = make_case(1)
     kw = dict(reduction=reduction, label_smoothing=smoothing)
     want = F.cross_entropy(t(x), t(q), weight=t(w) if weighted else None, **kw)
-    got = lse.cross_entropy(backend.asarray(x), backend.asarray(q), weight=backend.asarray(w) if weighted else None, **kw)
+    got = backend.call(ce, backend.asarray(x), backend.asarray(q), backend.asarray(w) if weighted else None, **kw)
     close(backend.to_numpy(got), want.numpy())
 
 
@@ -143,7 +148,7 @@ def test_equal_large_logits_give_log_3(backend):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_confident_prediction_keeps_relative_accuracy(backend, dtype):
     """[[20, 0, 0]], target 0: the loss is log1p(2e^{−20}) = 4.1223072e−9 (float32); torch and
-    LSE − x_t return 0. ≤ 2 ulp (issue 2 target)."""
+    LSE − x_t return 0. ≤ 2 ulp (the accuracy target)."""
     got = lse.cross_entropy(backend.asarray(np.array([[20.0, 0.0, 0.0]]), dtype), backend.asarray(np.array([0])))
     assert backend.dtype_name(got) == dtype
     exact = MP.log1p(2 * MP.exp(-20))
@@ -171,7 +176,7 @@ def test_special_logits_follow_the_table(backend):
         [1.0, 2.0, -INF],
     ])
     target = np.array([0, 0, 0, 1, 1])
-    got = backend.to_numpy(lse.cross_entropy(backend.asarray(x), backend.asarray(target), reduction="none"))
+    got = backend.to_numpy(backend.call(ce, backend.asarray(x), backend.asarray(target), None, reduction="none"))
     assert got[0] == INF
     assert ulp_error(got[1], MP.log(2), "float64") <= 0.5
     assert got[2] == INF
@@ -371,3 +376,40 @@ def test_bce_bad_arguments_raise(backend):
 def test_bce_empty_mean_is_zero_like_sum(np_backend):
     got = lse.binary_cross_entropy_with_logits(np.zeros(0), np.zeros(0))
     assert got == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Found by a new user: masked arrays, Dask batches of invalid targets
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["logits", "target", "weight"])
+def test_masked_array_is_refused_naming_the_argument(which):
+    """cross_entropy has no `where`: a masked row gave 999.0 computed on the masked value."""
+    args = {"logits": np.array([[1.0, 2.0, 1000.0]]), "target": np.array([0]), "weight": np.ones(3)}
+    args[which] = np.ma.array(args[which], mask=np.zeros(np.shape(args[which]), dtype=bool))
+    with pytest.raises(TypeError, match=f"{which} is a NumPy masked array"):
+        lse.cross_entropy(args["logits"], args["target"], weight=args["weight"])
+
+
+def test_masked_array_is_refused_by_binary_cross_entropy():
+    with pytest.raises(TypeError, match="logits is a NumPy masked array"):
+        lse.binary_cross_entropy_with_logits(np.ma.array([1.0, 2.0], mask=[0, 1]), np.array([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_dask_batch_with_every_target_out_of_range_is_nan_not_zero(reduction):
+    """A lazy backend cannot raise: every row out of range gave 0.0, a perfect loss."""
+    da = pytest.importorskip("dask.array", reason="the Dask backend needs the package 'dask'")
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    t = da.from_array(np.array([5, 7, -1, 3]), chunks=2)
+    got = float(lse.cross_entropy(x, t, reduction=reduction).compute(scheduler="synchronous"))
+    assert math.isnan(got)
+    grad = lse.cross_entropy_grad(x, t, reduction=reduction).compute(scheduler="synchronous")
+    assert np.isnan(grad).all()
+
+
+def test_dask_batch_with_every_row_ignored_is_still_zero():
+    da = pytest.importorskip("dask.array", reason="the Dask backend needs the package 'dask'")
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    t = da.from_array(np.full(4, -100), chunks=2)
+    assert float(lse.cross_entropy(x, t).compute(scheduler="synchronous")) == 0.0
+    np.testing.assert_array_equal(lse.cross_entropy_grad(x, t).compute(scheduler="synchronous"), 0.0)

@@ -198,7 +198,7 @@ def test_softmax_default_axis_is_last() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Special values (DESIGN.md §2), spread over several chunks
+# Special values (the contract's table), spread over several chunks
 # ---------------------------------------------------------------------------------------------
 def special_rows() -> np.ndarray:
     inf, nan = math.inf, math.nan

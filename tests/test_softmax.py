@@ -1,4 +1,4 @@
-"""softmax and log_softmax (src/logsumexp/_softmax.py) against DESIGN.md §2.
+"""softmax and log_softmax (src/logsumexp/_softmax.py) against the numerical contract.
 
 References: mpmath (50 digits) per slice, SciPy's softmax/log_softmax for semantics.
 Tolerances (float64): softmax within 2 ulp of the exact value plus the rounding of ``x_i − max``
@@ -41,7 +41,7 @@ def _rows(x: np.ndarray, axes: tuple[int, ...]):
 
 
 def table(x: np.ndarray, axis, log: bool):
-    """The exact softmax/log_softmax by the table of DESIGN §2 (mpmath on finite slices).
+    """The exact softmax/log_softmax by the special-values table of the contract (mpmath on finite slices).
 
     Also per entry: ``d = x_i − max`` and the slice's relative error budget ``delta`` of the
     denominator ``1 + tail``: the rounding of each ``x_j − max`` (0.5 ulp, carried through exp)
@@ -117,7 +117,7 @@ SPECIAL = np.array(
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, (0, 1), (0, 2), (1, 2), (0, 1, 2)], ids=str)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_special_values_table_on_every_axis(backend, name, axis):
-    got = FUNCS[name](backend.asarray(SPECIAL), axis=axis)
+    got = backend.call(FUNCS[name], backend.asarray(SPECIAL), axis=axis)
     backend.check_type(got)
     assert_matches_table(backend.to_numpy(got), SPECIAL, axis, name == "log_softmax", slack=backend.ulp_slack, ftz=backend.ftz)
 
@@ -362,3 +362,17 @@ def test_agrees_with_mpmath_on_extreme_inputs(backend):
             assert_matches_table(got, x, -1, name == "log_softmax", slack=backend.ulp_slack, ftz=backend.ftz)
 
     check()
+
+
+# --------------------------------------------------------------------------------------------
+# Found by a new user: NumPy masked arrays
+# --------------------------------------------------------------------------------------------
+def test_masked_array_entries_get_probability_zero(np_backend):
+    """np.ma input: [0, 0, inf] was returned (the masked 1000 was read as data)."""
+    x = np.ma.array([1.0, 2.0, 1000.0], mask=[0, 0, 1])
+    got = lse.softmax(x)
+    e = math.exp(1.0)
+    np.testing.assert_allclose(got, [1 / (1 + e), e / (1 + e), 0.0], rtol=1e-15)
+    lg = lse.log_softmax(x)
+    assert lg[2] == -math.inf
+    np.testing.assert_allclose(lg[:2], np.log([1 / (1 + e), e / (1 + e)]), rtol=1e-15)

@@ -10,10 +10,25 @@ cross-entropy), ``logsumexp.dask`` the one-pass Dask reductions; neither is impo
 1001.0986122886682
 """
 
+from typing import Any
+
+from . import _reduce
 from ._cross_entropy import binary_cross_entropy_with_logits, cross_entropy, cross_entropy_grad
-from ._lse import log1mexp, logaddexp, logsubexp, logsumexp, smoothmax, smoothmin, softplus
-from ._online import LSEState
+from ._elementwise import log1mexp, logaddexp, logsubexp, softplus
+from ._lse import logsumexp, smoothmax, smoothmin
+from ._lse_state import LSEState
 from ._softmax import log_softmax, softmax
+
+
+def _dask_backend() -> Any:
+    # Imported on the first Dask array the core sees (its user has Dask imported already), here in
+    # the top layer: the core itself never imports logsumexp.dask, which is built on the core.
+    from . import dask
+
+    return dask
+
+
+_reduce.register_backend("dask", _dask_backend)
 
 __version__ = "0.1.0"
 

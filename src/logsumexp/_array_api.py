@@ -32,11 +32,17 @@ def namespace(*arrays: Any) -> Any:
     try:
         return array_api_compat.array_namespace(*real)
     except TypeError as err:
+        # NumPy arrays next to Dask arrays (a class weight, a target) are wrapped, as Dask does
+        dask_arrays = [a for a in real if array_api_compat.is_dask_array(a)]
+        if dask_arrays and all(array_api_compat.is_dask_array(a) or isinstance(a, np.ndarray) for a in real):
+            return array_api_compat.array_namespace(*dask_arrays)
         raise TypeError(f"inputs come from different array libraries: {err}") from None
 
 
 def as_array(xp: Any, x: Any, name: str) -> Array:
     """``x`` as an array of namespace ``xp`` (lists and scalars converted), numeric, not complex."""
+    if isinstance(x, np.ndarray) and is_dask(xp):
+        x = xp.asarray(x)
     if not array_api_compat.is_array_api_obj(x):
         try:
             x = np.asarray(x)
@@ -79,13 +85,22 @@ def float_dtype(xp: Any, x: Array, dtype: Any = None) -> Any:
     return default_float(xp)
 
 
+def promoted(xp: Any, x: Array, w: Array) -> Array:
+    """An empty array of the float dtype that ``x`` and ``w`` promote to (ints → the default float)."""
+    dt = [float_dtype(xp, x), float_dtype(xp, w)]
+    return xp.empty((0,), dtype=xp.result_type(*dt))
+
+
 def work_dtype(xp: Any, x: Array, out_dtype: Any) -> Any:
     """The dtype the arithmetic is done in.
 
     float16 and bfloat16 are accumulated in at least float32, and everything on a CPU is
     accumulated in float64 (one extra rounding at the very end instead of one per term; this is
     what makes float32 results correctly rounded). On an accelerator float32 stays float32.
+    NumPy's long double (80-bit extended on x86) is computed in long double, as SciPy does.
     """
+    if is_numpy(xp) and np.dtype(out_dtype).itemsize > 8:
+        return out_dtype  # long double stays long double: its extra digits are computed, not invented
     if _on_cpu(xp, x) and _has_float64(xp):
         return xp.float64
     if out_dtype == getattr(xp, "float64", None):
@@ -99,8 +114,18 @@ def _on_cpu(xp: Any, x: Array) -> bool:
     if array_api_compat.is_cupy_namespace(xp):
         return False
     if array_api_compat.is_jax_namespace(xp):
-        return all(d.platform == "cpu" for d in x.devices()) if hasattr(x, "devices") else True
+        return _jax_on_cpu(x)
     return True
+
+
+def _jax_on_cpu(x: Array) -> bool:
+    """Whether a JAX array lives on the CPU. A tracer (inside ``jax.jit``, ``grad``, ``vmap``) has no
+    device to ask: asking raises ConcretizationTypeError. It will run on the default backend."""
+    import jax
+
+    if isinstance(x, jax.core.Tracer):
+        return jax.default_backend() == "cpu"
+    return all(d.platform == "cpu" for d in x.devices()) if hasattr(x, "devices") else True
 
 
 def _has_float64(xp: Any) -> bool:
@@ -160,6 +185,29 @@ def check_temperature(temperature: Any) -> float:
     if not (t > 0 and math.isfinite(t)):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     return t
+
+
+def unmask(x: Any, where: Any, name: str) -> tuple[Any, Any]:
+    """A NumPy masked array as (its data, ``where`` with its masked entries False); others unchanged.
+
+    The data under a mask can be anything (a placeholder, a huge number): it must never be
+    computed on, so a reduction reads the mask as ``where``.
+    """
+    if not isinstance(x, np.ma.MaskedArray):
+        return x, where
+    mask = np.ma.getmaskarray(x)
+    keep = ~mask if where is None else np.logical_and(~mask, np.asarray(where))
+    return np.asarray(x.data), keep
+
+
+def refuse_masked(**arrays: Any) -> None:
+    """TypeError for a NumPy masked array where the function has no way to leave entries out."""
+    for name, x in arrays.items():
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a NumPy masked array; its masked entries cannot be left out here. "
+                f"Pass {name}.filled(value) with the value you mean, or np.asarray({name}.data)"
+            )
 
 
 def broadcast_to_shape(xp: Any, arr: Array, shape: tuple[int, ...], name: str, target: str) -> Array:

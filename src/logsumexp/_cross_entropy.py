@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from . import _cpu
-from ._options import CrossEntropyOptions
-from ._lse import lse_state, softplus_wide
-from ._online import shifted
-from ._softmax import from_state
+from ._elementwise import softplus_wide
+from ._options import CrossEntropyOptions, target_out_of_range
+from ._reduce import lse_state, normalized
+from ._state import shifted
 
 Array = Any
 
@@ -91,8 +90,7 @@ def cross_entropy(
     """
     p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing, num_items)
     xp = p.xp
-    state = lse_state(xp, p.x, (p.x.ndim - 1,), None)
-    m, log_rest = state.m, xp.log1p(state.tail)
+    m, log_rest = _row_statistics(xp, p)
     with aa.quiet_fp():
         if p.index_target:
             loss, denom = _index_loss(xp, p, m, log_rest)
@@ -100,6 +98,14 @@ def cross_entropy(
             loss, denom = _probability_loss(xp, p, m, log_rest)
         loss = xp.where(xp.isnan(m), math.nan, loss)
         return _reduce(xp, p, loss, denom)
+
+
+def _row_statistics(xp: Any, p: _Prepared) -> tuple[Array, Array]:
+    """Per row: the max ``m`` of the logits and ``log1p(Σ_{i≠k} e^{x_i − m})``, so that
+    ``LSE = m + log1p(...)``: the one definition both the loss and the tests of the faces use."""
+    state = lse_state(p.xp, p.x, (p.x.ndim - 1,), None)
+    with aa.quiet_fp():
+        return state.m, xp.log1p(state.tail)
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,7 @@ class _Prepared:
     target: Array  # int indices (batch shape) or float probabilities (like x)
     index_target: bool
     weight: Array | None  # (C,), working dtype
-    ignore_index: int
-    reduction: str
-    smoothing: float
-    num_items: float | None
+    opts: CrossEntropyOptions  # built once per call
     out_dtype: Any
     wide: Any
 
@@ -122,11 +125,29 @@ class _Prepared:
     def classes(self) -> int:
         return int(self.x.shape[-1])
 
+    @property
+    def ignore_index(self) -> int:
+        return self.opts.ignore_index
+
+    @property
+    def reduction(self) -> str:
+        return self.opts.reduction
+
+    @property
+    def smoothing(self) -> float:
+        return float(self.opts.label_smoothing)
+
+    @property
+    def num_items(self) -> float | None:
+        return None if self.opts.num_items is None else float(self.opts.num_items)
+
 
 def _prepare(
     logits: Any, target: Any, axis: int, weight: Any, ignore_index: int, reduction: str,
     label_smoothing: float, num_items: float | None,
 ) -> _Prepared:
+    aa.refuse_masked(logits=logits, target=target, weight=weight)
+    opts = _options(ignore_index, reduction, label_smoothing, num_items)
     xp = aa.namespace(logits, target, weight)
     x = aa.as_array(xp, logits, "logits")
     if x.ndim == 0:
@@ -138,7 +159,6 @@ def _prepare(
         raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
     (ca,) = aa.normalize_axis(axis, x.ndim)
     x = xp.moveaxis(x, ca, -1)
-    opts = _options(ignore_index, reduction, label_smoothing, num_items)
     t = aa.as_array(xp, target, "target")
     index_target = xp.isdtype(t.dtype, "integral")
     if index_target:
@@ -163,8 +183,7 @@ def _prepare(
         if tuple(w.shape) != (x.shape[-1],):
             raise ValueError(f"weight must have shape (C,) = ({x.shape[-1]},), got {tuple(w.shape)}")
         w = xp.astype(w, wide)
-    return _Prepared(xp, x, t, index_target, w, opts.ignore_index, opts.reduction, float(opts.label_smoothing),
-                     None if opts.num_items is None else float(opts.num_items), out_dtype, wide)
+    return _Prepared(xp, x, t, index_target, w, opts, out_dtype, wide)
 
 
 def _options(ignore_index: Any, reduction: Any, label_smoothing: Any, num_items: Any) -> CrossEntropyOptions:
@@ -204,23 +223,16 @@ def _check_targets(xp: Any, p: _Prepared) -> tuple[Array, Array, Array | None]:
     if aa.is_lazy(xp):
         return valid & ~bad, xp.where(bad | ~valid, 0, t), bad
     if bool(xp.any(bad)):
-        import numpy as np
-
-        flat = np.asarray(aa_to_numpy(xp, bad)).reshape(-1)
+        flat = np.asarray(_to_numpy(bad)).reshape(-1)
         i = int(np.argmax(flat))
         pos = tuple(int(j) for j in np.unravel_index(i, tuple(bad.shape)))
-        value = int(np.asarray(aa_to_numpy(xp, t)).reshape(-1)[i])
-        raise IndexError(
-            f"target value {value} at position {pos} is out of range for {p.classes} classes "
-            f"(expected 0 <= target < {p.classes}, or ignore_index={p.ignore_index})"
-        )
+        value = int(np.asarray(_to_numpy(t)).reshape(-1)[i])
+        raise target_out_of_range(value, pos, p.classes, p.ignore_index)
     return valid, xp.where(valid, t, 0), None
 
 
-def aa_to_numpy(xp: Any, a: Array) -> Any:
+def _to_numpy(a: Array) -> Any:
     """A NumPy copy of an eager array (used only to word an error message)."""
-    import numpy as np
-
     if hasattr(a, "cpu"):
         a = a.cpu()
     try:
@@ -238,8 +250,11 @@ def _gather_last(xp: Any, x: Array, idx: Array) -> Array:
 
 
 def _times(xp: Any, coef: Array, value: Array) -> Array:
-    """``coef · value`` with ``0 · ±inf = 0``: a term of zero weight is absent, not NaN."""
-    absent = coef == 0
+    """``coef · value`` with ``0 · ±inf = 0``: a term of zero weight is absent, not NaN.
+
+    Only an infinite value is replaced, so the derivative with respect to a zero coefficient (a
+    class weight of 0) is still the finite value, as it mathematically is."""
+    absent = (coef == 0) & xp.isinf(value)
     return coef * xp.where(absent, 0.0, value)
 
 
@@ -272,15 +287,21 @@ def _reduce(xp: Any, p: _Prepared, loss: Array, denom: Array) -> Any:
     else:
         out = xp.sum(loss)
         if p.reduction == "mean":
-            d = xp.sum(denom) if p.num_items is None else p.num_items
-            out = _safe_mean(xp, out, d) if p.num_items is None else out / d
+            out = _mean(xp, p, out, denom)
     out = xp.astype(out, p.out_dtype)
     return out[()] if aa.is_numpy(xp) and out.ndim == 0 else out
 
 
-def _safe_mean(xp: Any, total: Array, count: Array) -> Array:
-    """``total / count``, and 0 when nothing was counted (never 0/0, nor its warning)."""
-    return xp.where(count == 0, 0.0, total / xp.where(count == 0, 1.0, count))
+def _mean(xp: Any, p: _Prepared, total: Array, row_weights: Array) -> Array:
+    """The one definition of the mean's denominator: ``num_items`` when given, else the sum of the
+    counted rows' target weights (the number of rows for probabilities). Nothing counted gives 0
+    (never 0/0, nor its warning), but a NaN (a row with a NaN logit, or a target out of range on a
+    lazy backend) stays NaN: a batch of invalid targets must not look like a perfect loss."""
+    if p.num_items is not None:
+        return total / p.num_items
+    count = xp.sum(row_weights)
+    none = count == 0
+    return xp.where(none, total * 0.0, total / xp.where(none, 1.0, count))
 
 
 def cross_entropy_grad(
@@ -310,7 +331,7 @@ def cross_entropy_grad(
     """
     p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing, num_items)
     xp = p.xp
-    if (reduction == "none") != (grad_output is not None):
+    if (p.reduction == "none") != (grad_output is not None):
         raise ValueError("grad_output is needed with reduction='none' and only then")
     probs = _softmax_last(xp, p)
     with aa.quiet_fp():
@@ -327,13 +348,7 @@ def cross_entropy_grad(
 
 def _softmax_last(xp: Any, p: _Prepared) -> Array:
     """softmax of the logits over the class axis (last), working dtype."""
-    if aa.is_numpy(xp) and _cpu.enabled() and p.x.dtype.kind == "f" and p.x.dtype.itemsize >= 4:
-        fast = _cpu.softmax(p.x, p.x.ndim - 1, False)
-        if fast is not None:
-            return xp.astype(fast, p.wide)
-    state = lse_state(xp, p.x, (p.x.ndim - 1,), None)
-    with aa.quiet_fp():
-        return from_state(xp, xp.astype(p.x, p.wide), state.m[..., None], state.tail[..., None], False)
+    return normalized(xp, p.x, (p.x.ndim - 1,), False, p.wide)
 
 
 def _index_grad(xp: Any, p: _Prepared, probs: Array) -> tuple[Array, Array]:
@@ -362,8 +377,7 @@ def _scale_grad(xp: Any, p: _Prepared, grad: Array, denom: Array, grad_output: A
         g = aa.broadcast_to_shape(xp, g, tuple(grad.shape[:-1]), "grad_output", "the loss")
         return grad * g[..., None]
     if p.reduction == "mean":
-        d = xp.sum(denom) if p.num_items is None else p.num_items
-        return _safe_mean(xp, grad, d) if p.num_items is None else grad / d
+        return _mean(xp, p, grad, denom)
     return grad
 
 
@@ -387,6 +401,7 @@ def binary_cross_entropy_with_logits(
     3.720075976020836e-44
     """
     CrossEntropyOptions(reduction=reduction)  # the one check of the reduction's name
+    aa.refuse_masked(logits=logits, target=target, weight=weight, pos_weight=pos_weight)
     xp = aa.namespace(logits, target, weight, pos_weight)
     x = aa.as_array(xp, logits, "logits")
     y = aa.as_array(xp, target, "target")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from . import _array_api as aa
-from . import _cpu
-from ._lse import _BLOCK_ELEMENTS, lse_state
-from ._online import shifted
+from ._reduce import normalized
 
 Array = Any
 
@@ -25,7 +22,7 @@ def softmax(
 
     Special values per slice: all −inf, all masked or empty → all 0 (never NaN); ``k`` entries
     +inf → ``1/k`` on them, 0 elsewhere; any NaN → NaN in that slice only. Masked entries
-    (``where`` False) are 0. Accumulation in float64 on a CPU, at least float32 elsewhere.
+    (``where`` False, or masked in a NumPy masked array) are 0. Accumulation in float64 on a CPU, at least float32 elsewhere.
 
     Parameters
     ----------
@@ -82,7 +79,9 @@ def log_softmax(
 
 
 def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any, log: bool) -> Any:
+    """Validate once, then hand the masked, scaled input to the one reduction (``_reduce``)."""
     t = aa.check_temperature(temperature)
+    x, where = aa.unmask(x, where, "x")
     xp = aa.namespace(x, where)
     arr = aa.as_array(xp, x, "x")
     out_dtype = aa.float_dtype(xp, arr, dtype)
@@ -92,47 +91,4 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
         arr = arr / t
     arr = aa.apply_where(xp, arr, where)
     axes = aa.normalize_axis(axis, arr.ndim)
-    if aa.is_dask(xp):  # one pass for the (max, tail) state, one to write: logsumexp.dask
-        from . import dask as lsed
-
-        out = (lsed.log_softmax if log else lsed.softmax)(arr, axis=axes)
-        return out if out.dtype == out_dtype else out.astype(out_dtype)
-    if aa.is_numpy(xp) and _cpu.enabled() and len(axes) == 1 and arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
-        fast = _cpu.softmax(arr, axes[0], log)
-        if fast is not None:
-            return xp.astype(fast, out_dtype, copy=False)
-    if math.prod(arr.shape) == 0:
-        return xp.astype(arr, out_dtype)
-    state = lse_state(xp, arr, axes, None)
-    m, tail = (aa.restore_axes(xp, a, axes, True) for a in (state.m, state.tail))
-    wide = m.dtype
-    with aa.quiet_fp():
-        if aa.is_numpy(xp) and arr.size > _BLOCK_ELEMENTS:
-            return _blocked_numpy(xp, arr, m, tail, axes, wide, out_dtype, log)
-        return xp.astype(from_state(xp, xp.astype(arr, wide), m, tail, log), out_dtype)
-
-
-def from_state(xp: Any, x: Array, m: Array, tail: Array, log: bool) -> Array:
-    """softmax (or log_softmax) of ``x`` given its slices' max ``m`` and ``tail`` (keepdims).
-
-    ``softmax = e^{x − m} / (1 + tail)``: the denominator is the whole sum (the leading term is
-    exactly 1), so an all −inf slice gives 0/1 = 0 rather than 0/0. ``log_softmax = (x − m) −
-    log1p(tail)``. A NaN slice is NaN everywhere, whichever entry the arg max picked.
-    """
-    xs = shifted(xp, x, m)
-    out = xs - xp.log1p(tail) if log else xp.exp(xs) / (1.0 + tail)
-    return xp.where(xp.isnan(m), math.nan, out)
-
-
-def _blocked_numpy(
-    xp: Any, x: Array, m: Array, tail: Array, axes: tuple[int, ...], wide: Any, out_dtype: Any, log: bool
-) -> Array:
-    """``from_state`` on a large NumPy array, a cache-sized block along axis 0 at a time."""
-    out = xp.empty(x.shape, dtype=out_dtype)
-    step = max(1, _BLOCK_ELEMENTS * x.shape[0] // x.size)
-    reduced = 0 in axes  # then m and tail have length 1 on axis 0 and apply to every block
-    for i in range(0, x.shape[0], step):
-        r = slice(i, i + step)
-        mb, tb = (m, tail) if reduced else (m[r], tail[r])
-        out[r] = from_state(xp, xp.astype(x[r], wide), mb, tb, log)
-    return out
+    return normalized(xp, arr, axes, log, out_dtype)

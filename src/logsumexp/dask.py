@@ -2,16 +2,21 @@ r"""One-pass LogSumExp, softmax and log-softmax for Dask arrays.
 
 Lazy Dask arrays in, lazy Dask arrays out, like Dask's own reductions. Each function is a
 :func:`dask.array.reduction` over the mergeable ``(max, lead, tail)`` state of
-:mod:`logsumexp._online` (DESIGN.md §3):
+:mod:`logsumexp._state` (written once, shared by every reduction of the library):
 
-* the *chunk* step computes the state of every slice of one input chunk with the array core
-  (``logsumexp._lse.lse_state``: the compiled CPU kernels when they are available, else the
-  blocked NumPy path), so each input chunk is read exactly once;
+* the *chunk* step computes the state of every slice of one input chunk with the array core's
+  reduction (``logsumexp._reduce.lse_state``: the compiled CPU kernels when they are available,
+  else the blocked NumPy path), so each input chunk is read exactly once;
 * the *combine* steps (Dask's ``split_every`` tree) and the *aggregate* step fold the states of
-  neighbouring chunks with the one merge of the library, ``_online.merge``:
+  neighbouring chunks with the one merge of the library, ``_state.merge``:
   ``M = max(m1, m2)``, ``s = s1·e^{m1−M} + s2·e^{m2−M}``;
 * the aggregate turns the merged state into ``m + log|lead| + log1p(tail/lead)``
-  (``_online.value``), which keeps full relative accuracy when the maximum dominates.
+  (``_state.value``), which keeps full relative accuracy when the maximum dominates.
+
+This module is also the array core's backend for Dask arrays: ``logsumexp.logsumexp``,
+``softmax``, ``cross_entropy`` and ``LSEState`` on a Dask array reach :func:`reduce_state` through
+the backend registry of ``logsumexp._reduce`` (the package registers it; the core never imports
+this module).
 
 The alternatives read the data twice (``m = x.max(); m + log(exp(x − m).sum())`` has two
 consumers per chunk, so every chunk is held in memory or read again between the passes) or lose
@@ -48,9 +53,8 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
 
 from . import _array_api as aa
 from . import _cpu
-from ._lse import _prepare_lse, lse_state
-from ._online import State, merge, value
-from ._softmax import from_state
+from ._reduce import lse_state, mask_zero_weights
+from ._state import State, merge, softmax_from_state, value
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -79,7 +83,7 @@ def _chunk_state(
     """
     if computing_meta:  # Dask probes the function on an empty "meta" array
         return x
-    x1, w1, axes, _ = _prepare_lse(np, x, axis, w, None, None)
+    x1, w1, axes = _chunk_input(x, w, axis)
     red = axes
     if not axes:  # axis=(): each element is its own slice; reduce over a new length-1 axis
         # (the CPU kernels' 1-D shortcut would otherwise reduce the whole chunk)
@@ -88,6 +92,20 @@ def _chunk_state(
     with aa.quiet_fp(), _cpu.serial():  # Dask's threads already use the cores
         st = lse_state(np, x1, red, w1)
     return {f: aa.restore_axes(np, np.asarray(a, dtype=np.float64), axes, True) for f, a in zip(_FIELDS, st)}
+
+
+def _chunk_input(x: np.ndarray, w: np.ndarray | None, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+    """A chunk as the reduction wants it: float (integers promote to float64), zero-weight entries −inf.
+
+    The graph is built from already validated arrays; this is arithmetic preparation only.
+    """
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    if w is not None:
+        dt = np.result_type(x.dtype, w.dtype if w.dtype.kind == "f" else np.float64)
+        x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
+        x = mask_zero_weights(np, x, w)
+    return x, w, aa.normalize_axis(axis, x.ndim)
 
 
 def _leaves(parts: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -275,7 +293,7 @@ def logsumexp(
 
     Notes
     -----
-    Special values per slice (DESIGN.md §2), wherever they sit among the chunks: only −inf or
+    Special values per slice (the library's numerical contract), wherever they sit among the chunks: only −inf or
     empty → −inf; ``k`` entries +inf → +inf; any NaN → NaN. A chunk that holds only −inf
     contributes the identity state ``(−inf, 0, 0)``. No floating-point warning is raised.
 
@@ -300,6 +318,14 @@ def logsumexp(
     if w is not None:
         arr, w = _broadcast(arr, w)
     axes = aa.normalize_axis(axis, arr.ndim)
+    return _lse_graph(arr, axes, w, keepdims, return_sign, split_every, out_dtype)
+
+
+def _lse_graph(
+    arr: da.Array, axes: tuple[int, ...], w: da.Array | None, keepdims: bool, return_sign: bool,
+    split_every: Any, out_dtype: np.dtype,
+) -> Any:
+    """The one-pass LogSumExp graph of validated, broadcast arrays (value, or value and sign)."""
     if not return_sign:
         out_ndim = arr.ndim if keepdims else arr.ndim - len(axes)
         meta = np.empty((0,) * out_ndim, dtype=out_dtype)
@@ -319,6 +345,40 @@ def logsumexp(
     res = da.map_blocks(_value_block, st, sign=False, **kw)
     sgn = da.map_blocks(_value_block, st, sign=True, **kw)
     return res, sgn
+
+
+def reduce_value(x: da.Array, axes: tuple[int, ...], w: da.Array | None, return_sign: bool) -> Any:
+    """The array core's backend entry for a LogSumExp value (and sign), reduced axes dropped,
+    float64: the state is turned into the value inside the reduction's last task."""
+    if w is not None and w.chunks != x.chunks:
+        w = w.rechunk(x.chunks)
+    return _lse_graph(x, axes, w, False, return_sign, None, np.dtype(np.float64))
+
+
+def normalized(x: da.Array, axes: tuple[int, ...], log: bool, out_dtype: Any) -> da.Array:
+    """The array core's backend entry for softmax / log_softmax (masked entries already −inf)."""
+    return _normalize_graph(x, axes, None, log, np.dtype(out_dtype))
+
+
+def reduce_state(x: da.Array, axes: tuple[int, ...], w: da.Array | None) -> State:
+    """The array core's backend entry: the merged (max, lead, tail) state of every slice of ``x``
+    over ``axes``, reduced axes dropped, as three lazy float64 Dask arrays (one pass over ``x``).
+
+    ``x`` and ``w`` come validated and broadcast from the core (masked and zero-weight entries −inf).
+    """
+    if w is not None and w.chunks != x.chunks:
+        w = w.rechunk(x.chunks)
+    st = _state(x, axes, w, None)
+    out_ndim = x.ndim - len(axes)
+    meta = np.empty((0,) * out_ndim, dtype=np.float64)
+    return State(*(
+        da.map_blocks(_field_block, st, field=f, squeeze=axes, drop_axis=axes, dtype=np.float64, meta=meta)
+        for f in _FIELDS
+    ))
+
+
+def _field_block(st: np.ndarray, *, field: str, squeeze: tuple[int, ...]) -> np.ndarray:
+    return np.squeeze(np.ascontiguousarray(st[field]), axis=squeeze)
 
 
 def _value_block(st: np.ndarray, *, out_dtype: np.dtype, sign: bool, squeeze: tuple[int, ...]) -> Any:
@@ -391,6 +451,11 @@ def _normalize(x: Any, axis: aa.Axis, split_every: Any, log: bool) -> da.Array:
     arr = _as_dask(x, "x")
     out_dtype = _float_dtype(arr.dtype)
     axes = aa.normalize_axis(axis, arr.ndim)
+    return _normalize_graph(arr, axes, split_every, log, out_dtype)
+
+
+def _normalize_graph(arr: da.Array, axes: tuple[int, ...], split_every: Any, log: bool, out_dtype: Any) -> da.Array:
+    """One reduction for the state, then one elementwise pass over the chunks."""
     st = _state(arr, axes, None, split_every)
     return da.map_blocks(
         _normalize_block,
@@ -406,5 +471,5 @@ def _normalize(x: Any, axis: aa.Axis, split_every: Any, log: bool) -> da.Array:
 def _normalize_block(x: np.ndarray, st: np.ndarray, *, log: bool, out_dtype: np.dtype) -> np.ndarray:
     """softmax / log_softmax of one chunk, given the merged state of its slices (broadcast)."""
     with aa.quiet_fp():
-        out = from_state(np, x.astype(np.float64, copy=False), st["m"], st["tail"], log)
+        out = softmax_from_state(np, x.astype(np.float64, copy=False), st["m"], st["tail"], log)
     return np.asarray(out).astype(out_dtype, copy=False)

@@ -1,4 +1,7 @@
-"""The (max, lead, tail) state of a LogSumExp reduction, its merge, and ``LSEState``.
+"""The (max, lead, tail) state of a LogSumExp reduction: block_state, merge, value, softmax_from_state.
+
+This is the one array-core definition of the mathematics every reduction shares; it knows nothing
+about which backend computes a block (that choice is made once, in ``_reduce``).
 
 A slice's state describes its exponential sum as
 
@@ -17,7 +20,8 @@ sum of their weights); a slice with a NaN has ``m = NaN``.
 Two states merge as ``M = max(m1, m2)``; each side is scaled by ``e^{m − M}``, where equal maxima
 (±inf included) scale by exactly 1, which is the guard against ``−inf − (−inf)``. The merge is
 associative and commutative (up to rounding) with identity ``(−inf, 0, 0)``. The array core's
-blocked NumPy loop, the compiled CPU kernels, ``LSEState`` and the Dask reduction all use it.
+blocked NumPy loop, ``LSEState`` and the Dask reduction use this merge; the compiled CPU kernels
+(``_cpu``) implement the same state and merge in compiled code.
 """
 
 from __future__ import annotations
@@ -56,14 +60,18 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     Entries with ``b == 0`` must already be −inf (the caller's job: they vanish, even at ±inf).
     """
     n = x.shape[axis]
-    out_shape = tuple(s for d, s in enumerate(x.shape) if d != axis)
     if n == 0:
-        return empty_state(xp, out_shape, x.dtype, _device(xp, x))
+        # The identity state, computed from x (a sum over nothing is 0) rather than created, so
+        # that an autograd graph (torch) reaches the input and gives it its empty gradient.
+        zero = xp.sum(x, axis=axis)
+        return State(zero - math.inf, zero, zero)
     m = xp.max(x, axis=axis, keepdims=True)
+    leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
+    if not aa.is_numpy(xp):  # NumPy has no autodiff: the plain max is the same number
+        m = _differentiable_max(xp, x, m, leader, axis)
     e = xp.exp(shifted(xp, x, m))
     if b is not None:
         e = e * b
-    leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
     tail = pairwise_sum(xp, xp.where(leader, 0.0, e), axis)
     m = xp.squeeze(m, axis=axis)
     if b is None:
@@ -71,6 +79,24 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
     else:
         lead = pairwise_sum(xp, xp.where(leader, e, 0.0), axis)
     return State(m, lead, tail)
+
+
+def _differentiable_max(xp: Any, x: Array, m: Array, leader: Array, axis: int) -> Array:
+    """The slice maximum ``m`` again, built so that automatic differentiation (JAX, torch) gives
+    the contract's gradients. The forward values are unchanged.
+
+    - Finite maximum: taken from the leading entry alone. The leading term is kept out of the sum,
+      so its entry's derivative flows only through the maximum; a backend's ``max`` shares that
+      derivative among tied maxima, which would give ``[1/9, 4/9, 4/9]`` for ``LSE([a, a, a])``.
+    - +inf maximum: ``max`` itself, whose equal share among the +inf entries is the softmax.
+    - NaN in the slice: a NaN whose derivative is NaN for every entry of that slice only (each
+      select passes a zero cotangent to the other slices, so no NaN leaks out).
+    """
+    lead_x = xp.sum(xp.where(leader, x, 0.0), axis=axis, keepdims=True)
+    out = xp.where(m == math.inf, m, lead_x)
+    bad = xp.isnan(m)
+    poisoned = xp.sum(xp.where(bad, x, 0.0), axis=axis, keepdims=True) * math.nan
+    return xp.where(bad, poisoned, out)
 
 
 def pairwise_sum(xp: Any, e: Array, axis: int) -> Array:
@@ -170,119 +196,30 @@ def value(xp: Any, s: State, return_sign: bool = False) -> Array | tuple[Array, 
         xp.log1p(xp.where(near_one, (s.lead - 1.0) + s.tail, 0.0)),
         aa.log_nonneg(xp, xp.abs(total)),
     )
-    # +inf entries whose weights cancel: ∞·0 has no value (NaN, without an inf − inf warning)
-    m = xp.where((s.m == math.inf) & (log_sum == -math.inf), math.nan, s.m)
+    # +inf entries whose weights cancel: ∞·0 has no value (NaN, without an inf − inf warning).
+    # An all −inf (or empty) slice takes −inf as a constant rather than from m: under automatic
+    # differentiation (JAX, torch) m's derivative would hand the whole cotangent to the tied
+    # maxima, where the contract wants a zero gradient; a +inf maximum keeps m, so its gradient
+    # is shared equally by the +inf entries, as the softmax is.
+    m = xp.where(s.m == -math.inf, xp.full_like(s.m, -math.inf), s.m)
+    m = xp.where((s.m == math.inf) & (log_sum == -math.inf), math.nan, m)
     out = m + log_sum
     if return_sign:
         return out, xp.where(xp.isnan(out), math.nan, xp.sign(total))
     return xp.where(total < 0, math.nan, out)
 
 
-class LSEState:
-    """A mergeable, picklable running LogSumExp: fold chunks in as they come, read the value any time.
+def softmax_from_state(xp: Any, x: Array, m: Array, tail: Array, log: bool) -> Array:
+    """softmax (or log_softmax) of ``x`` given its slices' max ``m`` and ``tail`` (keepdims), unweighted.
 
-    The state is the triple ``(max, lead, tail)`` with ``Σ b_i·e^{x_i} = e^max·(lead + tail)``
-    (see the module docstring): merging two states is exact up to rounding, associative and
-    commutative, so chunks may be folded in any order, on any process, and combined later.
-
-    Parameters
-    ----------
-    axis : int, tuple of ints or None
-        The axes that ``update`` reduces over; the other dimensions are kept (None: reduce all).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from logsumexp import LSEState
-    >>> s = LSEState()
-    >>> float(s.value)
-    -inf
-    >>> s.update(np.array([1000.0, 1000.0]))
-    LSEState(axis=None, shape=())
-    >>> s.update(np.array([1000.0]))
-    LSEState(axis=None, shape=())
-    >>> float(s.value)  # 1000 + log 3, although exp(1000) overflows
-    1001.0986122886682
-    >>> a, b = LSEState().update(np.zeros(2)), LSEState().update(np.zeros(3))
-    >>> float(a.merge(b).value) == float(np.log(5))
-    True
+    ``softmax = e^{x − m} / (1 + tail)``: the denominator is the whole sum (the leading term is
+    exactly 1), so an all −inf slice gives 0/1 = 0 rather than 0/0. ``log_softmax = (x − m) −
+    log1p(tail)``, which keeps the dominant entry's tiny value to full relative accuracy. A NaN
+    slice is NaN everywhere, whichever entry the arg max picked.
     """
-
-    def __init__(self, axis: aa.Axis = None) -> None:
-        self.axis = axis
-        self._state: State | None = None  # None: the identity, shape not yet known
-        self._xp: Any = None
-
-    def update(self, chunk: Any, b: Any = None) -> LSEState:
-        """Fold ``chunk`` (optionally weighted by ``b``) into the state; returns ``self``."""
-        from ._lse import _prepare_lse, lse_state  # _lse builds on this module
-
-        xp = aa.namespace(chunk, b)
-        x, weights, axes, _ = _prepare_lse(xp, chunk, self.axis, b, None, None)
-        # the same reduction as logsumexp: compiled kernels or cache-blocked NumPy when possible
-        self._absorb(xp, lse_state(xp, x, axes, weights))
-        return self
-
-    def merge(self, other: LSEState) -> LSEState:
-        """A new state holding the terms of both ``self`` and ``other``."""
-        if not isinstance(other, LSEState):
-            raise TypeError(f"other must be an LSEState, got {type(other).__name__}")
-        out = LSEState(self.axis)
-        out._xp, out._state = self._xp, self._state
-        if other._state is not None:
-            out._absorb(other._xp, other._state)
-        return out
-
-    def _absorb(self, xp: Any, new: State) -> None:
-        if self._state is None:
-            self._xp, self._state = xp, new
-            return
-        if tuple(self._state.m.shape) != tuple(new.m.shape):
-            raise ValueError(
-                f"chunk reduces to shape {tuple(new.m.shape)}, but the state has shape "
-                f"{tuple(self._state.m.shape)}"
-            )
-        with aa.quiet_fp():
-            self._state = merge(self._xp, self._state, _convert(self._xp, new))
-
-    @property
-    def value(self) -> Any:
-        """The LogSumExp of everything folded in so far (−inf before any update)."""
-        if self._state is None:
-            return np.float64(-math.inf)
-        out = value(self._xp, self._state)
-        return out[()] if aa.is_numpy(self._xp) and out.ndim == 0 else out
-
-    @property
-    def state(self) -> State | None:
-        """The raw (max, lead, tail) arrays, or None before the first update."""
-        return self._state
-
-    def __repr__(self) -> str:
-        shape = None if self._state is None else tuple(self._state.m.shape)
-        return f"LSEState(axis={self.axis!r}, shape={shape})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = None
-        if self._state is not None:
-            state = self._state
-            if aa.is_numpy(self._xp):
-                state = tuple(np.asarray(a) for a in state)
-            elif aa.is_lazy(self._xp) and hasattr(state.m, "compute"):
-                # a Dask graph holds functions that do not pickle: ship the computed state
-                import dask
-
-                state = tuple(np.asarray(a) for a in dask.compute(*state))
-        return {"axis": self.axis, "state": state}
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.axis = d["axis"]
-        self._state = None if d["state"] is None else State(*d["state"])
-        self._xp = aa.namespace(*self._state) if self._state is not None else None
+    xs = shifted(xp, x, m)
+    out = xs - xp.log1p(tail) if log else xp.exp(xs) / (1.0 + tail)
+    return xp.where(xp.isnan(m), math.nan, out)
 
 
-def _convert(xp: Any, s: State) -> State:
-    return State(*(xp.asarray(a) for a in s))
-
-
-__all__ = ["LSEState", "State", "block_state", "empty_state", "merge", "value"]
+__all__ = ["State", "block_state", "empty_state", "merge", "softmax_from_state", "value"]

@@ -1,7 +1,7 @@
-"""The (max, lead, tail) state, its merge, and LSEState (src/logsumexp/_online.py).
+"""The (max, lead, tail) state, its merge, and LSEState (src/logsumexp/_state.py, _lse_state.py).
 
-The merge is the one piece that streaming, chunking, Dask, vocab-parallel and GPU blocks share
-(DESIGN §3): identity (−inf, 0, 0), associative and commutative up to rounding, special values
+The merge is the one piece that streaming, chunking, Dask, vocab-parallel and GPU blocks share:
+identity (−inf, 0, 0), associative and commutative up to rounding, special values
 carried (all −inf stays −inf without NaN, +inf wins, NaN poisons). Tolerances: two merge orders
 of the same terms agree within 3 ulp (each within 1.5 ulp of the exact value); chunked = whole
 within 2 ulp (the brief's bound); values within 1.5 ulp of mpmath.
@@ -20,24 +20,24 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import logsumexp as lse
-from logsumexp import _online
+from logsumexp import _state
 
 INF, NAN = math.inf, math.nan
 
 
 
-def state_of(backend, x: np.ndarray, axis: int = -1, b: np.ndarray | None = None) -> _online.State:
+def state_of(backend, x: np.ndarray, axis: int = -1, b: np.ndarray | None = None) -> _state.State:
     """block_state of a float64 NumPy input on the backend (zero weights already −inf, as the
     contract of block_state asks)."""
     xp = backend.xp
     if b is not None:
         x = np.where(b == 0, -INF, x)
-    return _online.block_state(xp, backend.asarray(x), axis % x.ndim, None if b is None else backend.asarray(b))
+    return _state.block_state(xp, backend.asarray(x), axis % x.ndim, None if b is None else backend.asarray(b))
 
 
-def value_np(backend, s: _online.State) -> np.ndarray:
+def value_np(backend, s: _state.State) -> np.ndarray:
     with np.errstate(all="ignore"):  # the merge itself may be evaluated here on lazy backends
-        return backend.to_numpy(_online.value(backend.xp, s))
+        return backend.to_numpy(_state.value(backend.xp, s))
 
 
 def close(a: np.ndarray, b: np.ndarray, ulps: float) -> None:
@@ -66,7 +66,7 @@ SLICES = np.array(
 # merge: identity, commutativity, associativity, special values
 # ----------------------------------------------------------------------------------------------
 def test_identity_state_is_neg_inf_zero_zero(backend):
-    s = _online.empty_state(backend.xp, (3,), backend.dtype("float64"))
+    s = _state.empty_state(backend.xp, (3,), backend.dtype("float64"))
     m, lead, tail = (backend.to_numpy(a) for a in s)
     np.testing.assert_array_equal(m, [-INF] * 3)
     np.testing.assert_array_equal(lead, [0.0] * 3)
@@ -78,9 +78,9 @@ def test_merge_with_identity_changes_nothing(backend):
     """merge(s, e) and merge(e, s) have the value of s; their raw (m, lead, tail) equal s's on
     every slice without a NaN (a NaN slice is NaN whatever its lead)."""
     s = state_of(backend, SLICES)
-    e = _online.empty_state(backend.xp, (SLICES.shape[0],), backend.dtype("float64"))
+    e = _state.empty_state(backend.xp, (SLICES.shape[0],), backend.dtype("float64"))
     ok = ~np.isnan(SLICES).any(axis=1)
-    for merged in (_online.merge(backend.xp, s, e), _online.merge(backend.xp, e, s)):
+    for merged in (_state.merge(backend.xp, s, e), _state.merge(backend.xp, e, s)):
         np.testing.assert_array_equal(value_np(backend, merged), value_np(backend, s))
         for got, want in zip(merged, s):
             np.testing.assert_array_equal(backend.to_numpy(got)[ok], backend.to_numpy(want)[ok])
@@ -90,31 +90,31 @@ def test_merge_of_chunks_follows_the_table(backend):
     """Splitting each special slice in two and merging gives the slice's own result."""
     left, right = state_of(backend, SLICES[:, :3]), state_of(backend, SLICES[:, 3:])
     whole = value_np(backend, state_of(backend, SLICES))
-    for merged in (_online.merge(backend.xp, left, right), _online.merge(backend.xp, right, left)):
+    for merged in (_state.merge(backend.xp, left, right), _state.merge(backend.xp, right, left)):
         close(value_np(backend, merged), whole, 2.0)
-    got = value_np(backend, _online.merge(backend.xp, left, right))
+    got = value_np(backend, _state.merge(backend.xp, left, right))
     assert got[1] == -INF and got[2] == INF and np.isnan(got[3])
 
 
 def test_merge_of_two_all_neg_inf_states_is_not_nan(backend):
     a = state_of(backend, np.full((2, 3), -INF))
     b = state_of(backend, np.full((2, 3), -INF))
-    m, lead, tail = (backend.to_numpy(v) for v in _online.merge(backend.xp, a, b))
+    m, lead, tail = (backend.to_numpy(v) for v in _state.merge(backend.xp, a, b))
     assert not np.isnan(m).any() and not np.isnan(lead).any() and not np.isnan(tail).any()
-    np.testing.assert_array_equal(value_np(backend, _online.merge(backend.xp, a, b)), [-INF, -INF])
+    np.testing.assert_array_equal(value_np(backend, _state.merge(backend.xp, a, b)), [-INF, -INF])
 
 
 def test_nan_in_either_state_poisons_the_merge(backend):
     a = state_of(backend, np.array([[NAN, 1.0], [0.0, 1.0]]))
     b = state_of(backend, np.array([[0.0, 2.0], [INF, NAN]]))
-    for merged in (_online.merge(backend.xp, a, b), _online.merge(backend.xp, b, a)):
+    for merged in (_state.merge(backend.xp, a, b), _state.merge(backend.xp, b, a)):
         assert np.isnan(value_np(backend, merged)).all()
 
 
 def test_posinf_states_merge_to_posinf(backend):
     a = state_of(backend, np.array([[INF, 1.0], [INF, INF]]))
     b = state_of(backend, np.array([[INF, 5.0], [3.0, -INF]]))
-    got = value_np(backend, _online.merge(backend.xp, a, b))
+    got = value_np(backend, _state.merge(backend.xp, a, b))
     np.testing.assert_array_equal(got, [INF, INF])
 
 
@@ -136,12 +136,12 @@ def test_merge_is_commutative_and_associative(backend):
         states = [state_of(backend, c[None, :]) for c in chunks]
         left = states[0]
         for s in states[1:]:
-            left = _online.merge(xp, left, s)
+            left = _state.merge(xp, left, s)
         order = list(range(len(states)))
         rnd.shuffle(order)
         right = states[order[-1]]
         for i in reversed(order[:-1]):
-            right = _online.merge(xp, states[i], right)
+            right = _state.merge(xp, states[i], right)
         a, b = value_np(backend, left), value_np(backend, right)
         close(a, b, 3.0)
         whole = np.concatenate(chunks)
@@ -161,7 +161,7 @@ def test_chunked_states_equal_the_whole_within_2_ulp(backend):
     def check(x, data):
         cut = data.draw(st.integers(1, x.shape[1] - 1))
         whole = value_np(backend, state_of(backend, x))
-        merged = _online.merge(backend.xp, state_of(backend, x[:, :cut]), state_of(backend, x[:, cut:]))
+        merged = _state.merge(backend.xp, state_of(backend, x[:, :cut]), state_of(backend, x[:, cut:]))
         close(value_np(backend, merged), whole, 2.0)
 
     check()
@@ -170,7 +170,7 @@ def test_chunked_states_equal_the_whole_within_2_ulp(backend):
 def test_value_return_sign_follows_the_weights(backend):
     x = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
     b = np.array([[1.0, -2.0], [1.0, -1.0], [2.0, 1.0]])
-    out, sign = _online.value(backend.xp, state_of(backend, x, b=b), return_sign=True)
+    out, sign = _state.value(backend.xp, state_of(backend, x, b=b), return_sign=True)
     np.testing.assert_array_equal(backend.to_numpy(sign), [-1.0, 0.0, 1.0])
     got = backend.to_numpy(out)
     assert got[0] == 0.0 and got[1] == -INF
@@ -296,11 +296,50 @@ def test_lsestate_state_property_and_repr(np_backend):
 
 def test_lsestate_float32_chunks_accumulate_wide(np_backend):
     """float32 chunks: the state is float64 (CPU accumulation), so 1000 chunks of one entry each
-    give the float64-accurate result."""
+    give the correctly rounded float32 result, returned as float32 as logsumexp returns it."""
     x = np.random.default_rng(5).standard_normal(1000).astype(np.float32)
     s = lse.LSEState()
     for v in x:
         s.update(np.array([v]))
-    got = float(s.value)
+    assert s.state.m.dtype == np.float64
+    assert s.value.dtype == np.float32
     exact = mp_lse(x.astype(np.float64))
-    assert abs_error(got, exact) <= lse_tolerance(got, float(x.max()), ulps=4.0)
+    assert abs_error(float(s.value), exact) <= lse_tolerance(float(s.value), float(x.max()), "float32", ulps=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Negative weights (SciPy's return_sign semantics) and the result dtype
+# --------------------------------------------------------------------------------------------
+def test_lsestate_negative_weights_give_log_abs_and_sign_like_scipy(backend):
+    """A negative total gave NaN with no way to get the sign."""
+    scipy_special = pytest.importorskip("scipy.special", reason="compares with the package 'scipy'")
+    rng = np.random.default_rng(11)
+    x, b = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    s = lse.LSEState(axis=1)
+    for lo, hi in ((0, 3), (3, 8)):
+        s.update(backend.asarray(x[:, lo:hi]), b=backend.asarray(b[:, lo:hi]))
+    want, want_sign = scipy_special.logsumexp(x, axis=1, b=b, return_sign=True)
+    np.testing.assert_allclose(backend.to_numpy(s.value), want, rtol=1e-13)
+    np.testing.assert_array_equal(backend.to_numpy(s.sign), want_sign)
+    assert (want_sign < 0).any() and (want_sign > 0).any()  # both signs are exercised
+
+
+def test_lsestate_sign_of_an_empty_and_a_positive_state():
+    assert lse.LSEState().sign == 0.0
+    s = lse.LSEState().update(np.array([1.0, 2.0]))
+    assert s.sign == 1.0 and s.value > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lsestate_value_keeps_the_input_dtype(backend, dtype):
+    if dtype not in backend.float_dtypes:
+        pytest.skip(f"backend {backend.name} has no {dtype}")
+    s = lse.LSEState().update(backend.asarray(np.array([1.0, 2.0]), dtype)).update(backend.asarray(np.array([3.0]), dtype))
+    assert backend.dtype_name(s.value) == dtype
+    assert backend.dtype_name(s.sign) == dtype
+    np.testing.assert_allclose(backend.to_numpy(s.value), float(mp_lse([1.0, 2.0, 3.0])), rtol=2e-7 if dtype == "float32" else 1e-15)
+
+
+def test_lsestate_masked_chunk_is_read_with_its_mask():
+    s = lse.LSEState().update(np.ma.array([1.0, 2.0, 1000.0], mask=[0, 0, 1]))
+    assert float(s.value) == pytest.approx(float(mp_lse([1.0, 2.0])), rel=1e-15)

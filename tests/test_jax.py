@@ -1,0 +1,203 @@
+"""The array core the way JAX users run it: under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+A device query on a tracer (ConcretizationTypeError) once broke every jitted call. The contract's
+special values hold under autodiff too: an all −inf slice has a zero gradient (JAX's own
+``jax.nn.logsumexp`` gives NaN there), ``k`` entries +inf share the gradient ``1/k``, a NaN makes the
+gradient NaN in its slice only. Float64 needs ``jax_enable_x64`` (set by the fixture); float32 runs
+both with it (accumulated in float64 on a CPU) and without it (accumulated in float32).
+Jitted functions are built once per module and shapes kept small: every new shape compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from _reference import mp_log_softmax, mp_lse
+
+jax = pytest.importorskip("jax", reason="the JAX tests need the package 'jax'")
+jnp = pytest.importorskip("jax.numpy", reason="the JAX tests need the package 'jax'")
+
+import logsumexp as lse  # noqa: E402
+
+INF, NAN = math.inf, math.nan
+RTOL = {"float64": 1e-14, "float32": 3e-7}
+
+
+@pytest.fixture(autouse=True)
+def x64() -> Iterator[None]:
+    """Float64 stays float64 (JAX's default silently gives float32)."""
+    jax.config.update("jax_enable_x64", True)
+    yield
+
+
+@pytest.fixture
+def no_x64() -> Iterator[None]:
+    """JAX as configured by default: float32 only (the core then accumulates in float32)."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+# Built once: jax.jit caches the compiled program per shape and dtype.
+@functools.cache
+def jitted(name: str):
+    programs = {
+        "lse_rows": lambda v: lse.logsumexp(v, axis=1),
+        "lse_grad": jax.grad(lambda v: lse.logsumexp(v, axis=1).sum()),
+        "lse_value_and_grad": jax.value_and_grad(lambda v: lse.logsumexp(v)),
+        "softmax": lambda v: lse.softmax(v),
+        "log_softmax": lambda v: lse.log_softmax(v),
+        "softmax_vjp": lambda v, c: jax.vjp(lse.softmax, v)[1](c)[0],
+        "log_softmax_vjp": lambda v, c: jax.vjp(lse.log_softmax, v)[1](c)[0],
+        "ce_none": lambda v, t: lse.cross_entropy(v, t, reduction="none"),
+        "ce_grads": jax.grad(
+            lambda v, w, t: lse.cross_entropy(v, t, weight=w, label_smoothing=0.1, ignore_index=1), argnums=(0, 1)
+        ),
+        "lse_where": lambda v, m: lse.logsumexp(v, axis=1, where=m),
+    }
+    return jax.jit(programs[name])
+
+
+def rows(dtype: str = "float64") -> np.ndarray:
+    return np.array([[0.5, -1.25, 3.0, 2.0], [1000.0, 1000.0, 1000.0, 1000.0], [-3.0, 0.0, 0.25, 10.0]], dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# jit, grad, vmap: values
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logsumexp_under_jit_matches_mpmath(dtype):
+    x = rows(dtype)
+    got = np.asarray(jitted("lse_rows")(jnp.asarray(x)))
+    assert got.dtype == np.dtype(dtype)
+    want = [float(mp_lse(r.astype(np.float64))) for r in x]
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logsumexp_gradient_under_jit_is_the_softmax(dtype):
+    x = rows(dtype)
+    got = np.asarray(jitted("lse_grad")(jnp.asarray(x)))
+    want = np.array([[float(v) for v in np.exp(np.array(mp_log_softmax(r.astype(np.float64)), dtype=float))] for r in x])
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+def test_vmap_over_rows_equals_the_batched_call():
+    x = jnp.asarray(rows())
+    per_row = jax.jit(jax.vmap(lambda r: lse.logsumexp(r)))(x)
+    np.testing.assert_array_equal(np.asarray(per_row), np.asarray(jitted("lse_rows")(x)))
+    sm = jax.vmap(lambda r: lse.softmax(r))(x)
+    np.testing.assert_allclose(np.asarray(sm), np.asarray(jitted("softmax")(x)), rtol=1e-15)
+
+
+def test_vmap_of_cross_entropy_over_a_leading_batch_axis():
+    x = jnp.asarray(np.stack([rows(), rows()[::-1]]))
+    t = jnp.asarray(np.array([[2, 0, 3], [1, 1, 0]]))
+    got = jax.vmap(lambda v, tt: lse.cross_entropy(v, tt, reduction="none"))(x, t)
+    want = np.stack([np.asarray(jitted("ce_none")(x[i], t[i])) for i in range(2)])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-15)
+
+
+def test_softmax_and_log_softmax_under_jit_match_mpmath():
+    """(jax.nn.log_softmax itself is 36 ulp off at the dominant entry of the last row.)"""
+    x = rows()
+    want = np.array([[float(v) for v in mp_log_softmax(r)] for r in x])
+    np.testing.assert_allclose(np.asarray(jitted("log_softmax")(jnp.asarray(x))), want, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(jitted("softmax")(jnp.asarray(x))), np.exp(want), rtol=1e-14)
+
+
+def test_softmax_and_log_softmax_vjps_against_jax_nn():
+    x = jnp.asarray(rows())
+    c = jnp.asarray(np.arange(12.0).reshape(3, 4) / 7.0)
+    for name, ref in (("softmax_vjp", jax.nn.softmax), ("log_softmax_vjp", jax.nn.log_softmax)):
+        want = jax.vjp(ref, x)[1](c)[0]
+        np.testing.assert_allclose(np.asarray(jitted(name)(x, c)), np.asarray(want), rtol=1e-12, atol=1e-14)
+
+
+def test_cross_entropy_gradients_for_logits_and_class_weights_against_a_plain_formula():
+    """The plain formula (torch's definition) differentiated by JAX on finite logits."""
+    x = jnp.asarray(rows())
+    w = jnp.asarray([0.5, 2.0, 1.0, 0.0])
+    t = jnp.asarray([2, 1, 3])  # row 1 is ignored (ignore_index=1)
+
+    def plain(v, ww):
+        logp = jax.nn.log_softmax(v)
+        eps, C = 0.1, v.shape[1]
+        valid = t != 1
+        tt = jnp.where(valid, t, 0)
+        nll = -jnp.take_along_axis(logp, tt[:, None], axis=1)[:, 0] * ww[tt]
+        smooth = -(logp * ww).sum(axis=1)
+        loss = jnp.where(valid, (1 - eps) * nll + eps / C * smooth, 0.0)
+        return loss.sum() / jnp.where(valid, ww[tt], 0.0).sum()
+
+    gx, gw = jitted("ce_grads")(x, w, t)
+    wx, ww = jax.grad(plain, argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(np.asarray(gx), np.asarray(wx), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(gw), np.asarray(ww), rtol=1e-12, atol=1e-15)
+
+
+def test_where_mask_is_traced_under_jit():
+    x = jnp.asarray(rows())
+    m = jnp.asarray(np.array([[True, False, True, True], [False] * 4, [True] * 4]))
+    got = np.asarray(jitted("lse_where")(x, m))
+    want = [float(mp_lse([0.5, 3.0, 2.0])), -INF, float(mp_lse(rows()[2]))]
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_out_of_range_target_under_jit_gives_nan_rows():
+    """A traced target cannot raise IndexError: its row is NaN instead (never a plausible loss)."""
+    got = np.asarray(jitted("ce_none")(jnp.asarray(rows()), jnp.asarray([0, 9, 3])))
+    assert math.isnan(got[1]) and np.isfinite(got[[0, 2]]).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Special values under autodiff
+# ------------------------------------------------------------------------------------------------
+def test_all_neginf_row_has_zero_gradient_not_nan():
+    x = jnp.asarray([[-INF, -INF, -INF], [0.0, 1.0, 2.0]])
+    g = np.asarray(jitted("lse_grad")(x))
+    np.testing.assert_array_equal(g[0], [0.0, 0.0, 0.0])
+    assert np.isfinite(g[1]).all()
+
+
+def test_empty_and_all_neginf_value_and_grad():
+    v, g = jitted("lse_value_and_grad")(jnp.asarray([-INF, -INF]))
+    assert float(v) == -INF
+    np.testing.assert_array_equal(np.asarray(g), [0.0, 0.0])
+
+
+def test_posinf_entries_share_the_gradient_equally():
+    x = jnp.asarray([[INF, 0.0, INF, -INF], [1.0, INF, 2.0, 3.0]])
+    np.testing.assert_array_equal(np.asarray(jitted("lse_rows")(x)), [INF, INF])
+    np.testing.assert_array_equal(np.asarray(jitted("lse_grad")(x)), [[0.5, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0]])
+
+
+def test_nan_makes_the_gradient_nan_in_its_row_only():
+    x = jnp.asarray([[0.0, NAN, 1.0], [0.0, 1.0, 2.0]])
+    g = np.asarray(jitted("lse_grad")(x))
+    assert np.isnan(g[0]).all()
+    np.testing.assert_allclose(g[1], np.asarray(jax.nn.softmax(x[1])), rtol=1e-15)
+
+
+def test_tied_maxima_share_the_gradient_equally():
+    g = np.asarray(jitted("lse_grad")(jnp.asarray([[7.0, 7.0, 7.0], [-1e300, 1e300, 0.0]])))
+    np.testing.assert_allclose(g, [[1 / 3] * 3, [0.0, 1.0, 0.0]], rtol=1e-15)
+
+
+# ------------------------------------------------------------------------------------------------
+# float32 without x64 (JAX's default configuration)
+# ------------------------------------------------------------------------------------------------
+def test_float32_without_x64_under_jit_and_grad(no_x64):
+    x = jnp.asarray(rows("float32"))
+    f = jax.jit(jax.value_and_grad(lambda v: lse.logsumexp(v, axis=1).sum()))
+    v, g = f(x)
+    assert v.dtype == jnp.float32 and g.dtype == jnp.float32
+    want = sum(float(mp_lse(r.astype(np.float64))) for r in rows("float32"))
+    assert float(v) == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, rtol=1e-6)
