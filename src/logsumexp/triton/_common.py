@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -228,3 +230,10 @@ def softmax_entries(x, m, a, EXCLUDE_MAX: tl.constexpr):
     s = a + 1.0 if EXCLUDE_MAX else a
     inv = tl.where(m == float("-inf"), 0.0, 1.0 / s)
     return tl.where(x == m, 1.0, tl.exp(x - m)) * inv
+
+
+def acc_dtype(x: torch.Tensor) -> tuple[torch.dtype, Any]:
+    """(torch, triton) accumulation dtypes of rows ``x``: float64 for float64, float32 otherwise."""
+    if x.dtype == torch.float64:
+        return torch.float64, tl.float64
+    return torch.float32, tl.float32

@@ -39,8 +39,7 @@ import triton
 import triton.language as tl
 
 from .._options import CrossEntropyOptions
-from ._common import as_int64, config, lse_block_stats, lse_merge, n_programs
-from ._lse import acc_dtype
+from ._common import acc_dtype, as_int64, config, lse_block_stats, lse_merge, n_programs
 from ._lse import logsumexp_rows as _logsumexp_rows
 from ._softmax import softmax_rows as _softmax_rows
 

@@ -40,7 +40,6 @@ import torch
 
 from .._options import CrossEntropyOptions
 from ._cross_entropy import denominator, launch_ce, no_weight_gradient, reduce_loss, scale_rows_
-from ._lse import acc_dtype
 
 __all__ = ["linear_cross_entropy_rows"]
 

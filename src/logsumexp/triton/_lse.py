@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import config, lse_block_stats, lse_from_state, lse_merge, softmax_entries
+from ._common import acc_dtype, config, lse_block_stats, lse_from_state, lse_merge, softmax_entries
 
 __all__ = ["logsumexp_rows"]
 
@@ -74,13 +74,6 @@ def _lse_bwd_kernel(
     p = softmax_entries(x, tl.load(M + row), tl.load(S + row), True)
     # g·p with p == 0 must stay 0 even for g = ±inf (the "−inf entries vanish" rule)
     tl.store(DX + row * stride_dx + cols, tl.where(p == 0.0, 0.0, g * p), mask=mask)
-
-
-def acc_dtype(x: torch.Tensor) -> tuple[torch.dtype, Any]:
-    """(torch, triton) accumulation dtypes of rows ``x``: float64 for float64, float32 otherwise."""
-    if x.dtype == torch.float64:
-        return torch.float64, tl.float64
-    return torch.float32, tl.float32
 
 
 def lse_forward(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

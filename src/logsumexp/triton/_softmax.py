@@ -27,8 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_int64, config, lse_block_stats, lse_merge, n_programs, softmax_entries
-from ._lse import acc_dtype
+from ._common import acc_dtype, as_int64, config, lse_block_stats, lse_merge, n_programs, softmax_entries
 
 __all__ = ["softmax_rows"]
 
