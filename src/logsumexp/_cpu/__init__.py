@@ -54,7 +54,12 @@ and long slices are split into items whose states are merged with the (max, sum)
 Inputs under ``PARALLEL_MIN`` elements stay on the calling thread.
 
 Compilation is lazy (numba is imported on the first hook call, never at ``import logsumexp``)
-and cached on disk (``cache=True``). Without numba the hooks return ``None``.
+and cached on disk (``cache=True``).
+
+Without numba (it cannot be imported, or ``LOGSUMEXP_NO_NUMBA=1`` is set when this module is
+imported, or inside ``numpy_fallback()``) the hooks answer from ``_numpy``: blocked NumPy, one
+L2-sized buffer reused per block, never slower than NumPy's shifted formula. Weighted
+reductions then decline (None) and the array core computes them.
 """
 
 from __future__ import annotations
@@ -67,7 +72,11 @@ from typing import Any
 
 import numpy as np
 
+from . import _numpy
+
 _enabled = True
+# LOGSUMEXP_NO_NUMBA=1 (read once, at import): the blocked NumPy fallback even where numba imports.
+_no_numba = os.environ.get("LOGSUMEXP_NO_NUMBA", "").strip() not in ("", "0")
 
 # Below this many elements one thread does everything. An estimate, NOT yet tuned on a quiet
 # machine (the shared 2-core box gave meaningless timings at load 8): a thread hand-off costs
@@ -98,6 +107,24 @@ def disabled() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # Lazy kernels and the thread pool
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def numpy_fallback() -> Iterator[None]:
+    """Run the block on the blocked NumPy fallback, as on a machine without numba."""
+    global _no_numba
+    previous, _no_numba = _no_numba, True
+    try:
+        yield
+    finally:
+        _no_numba = previous
+
+
+def backend() -> str:
+    """Which implementation the hooks use now: "numba", "numpy" (the fallback) or "off"."""
+    if not _enabled:
+        return "off"
+    return "numba" if _get_kernels() is not None else "numpy"
+
+
 _kmod: Any = None  # not "_kernels": that name is the submodule
 _kernels_failed = False
 _lock = threading.Lock()
@@ -108,6 +135,8 @@ _pool_pid = -1
 def _get_kernels() -> Any:
     """The ``_kernels`` module, imported (and numba with it) on first use; None without numba."""
     global _kmod, _kernels_failed
+    if _no_numba:
+        return None
     if _kmod is None and not _kernels_failed:
         with _lock:
             if _kmod is None and not _kernels_failed:
@@ -249,14 +278,15 @@ def lse_state(
     ``x`` is a float32/float64 ndarray (any strides); ``axes`` are distinct non-negative ints,
     sorted; ``b`` is None or a float ndarray of x's shape. The state arrays are float64 with the
     shape of x without ``axes``; ``Σ b_i e^{x_i} = e^m (lead + tail)`` (see the module docstring
-    and ``logsumexp._online``). Declines (None) when disabled, without numba, for other dtypes,
+    and ``logsumexp._online``). Without numba the blocked NumPy fallback answers (unweighted
+    only). Declines (None) when disabled, for other dtypes, for weights without numba,
     and for large reductions along a strided axis while a kept axis is contiguous.
     """
     if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
         return None
     k = _get_kernels()
     if k is None:
-        return None
+        return _numpy.lse_state(x, axes, b)
     # Small contiguous 1-D arrays (the n = 1000 case): no planning, one compiled call. Larger
     # ones take the general path, which splits them over the threads.
     if b is None and axes == (0,) and x.ndim == 1 and x.flags.c_contiguous and 0 < x.size < PARALLEL_MIN:
@@ -383,7 +413,7 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating 
         return None
     k = _get_kernels()
     if k is None:
-        return None
+        return _numpy.lse_value(x, axes)
     if axes == (0,) and x.ndim == 1 and 0 < x.size < PARALLEL_MIN and x.flags.c_contiguous:
         v = x.view()
         v.flags.writeable = False
@@ -404,16 +434,17 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
     with the row state of ``lse_state`` (accumulated in float64), returned in x's dtype, with the
     special values of DESIGN.md §2: an all −inf row gives 0 / −inf, k entries +inf give 1/k
     there and 0 elsewhere (−log k / −inf), a NaN makes its row NaN. Declines (None) when
-    disabled, without numba, for other dtypes, or when ``axis`` is not the unit-stride axis.
+    disabled, for other dtypes, or (compiled path) when ``axis`` is not the unit-stride axis;
+    without numba the blocked NumPy fallback answers.
     """
     if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
-        return None
-    k = _get_kernels()
-    if k is None:
         return None
     ndim = x.ndim
     if ndim == 0:
         return None
+    k = _get_kernels()
+    if k is None:
+        return _numpy.softmax(x, axis % ndim, log)
     axis = axis % ndim
     L = x.shape[axis]
     if x.size == 0:
