@@ -432,9 +432,11 @@ def _range_state(x, b, has_b, base, L, s, roff, fa, fb, buf, wbuf):  # type: ign
         li = f - ro * L
         seg = min(fb - f, L - li, BLOCK)
         start = base + roff[ro] + li * s
-        if s == 1 and not has_b:
-            # Contiguous and unweighted: fold straight from x (no copy; the max pass brings
-            # the block into L1 for the exp pass).
+        if s == 1 and not has_b and not lo:
+            # Contiguous unweighted float64: fold straight from x (no copy; the max pass brings
+            # the block into L1 for the exp pass). float32 blocks are widened into the float64
+            # L1 buffer first: each element is converted once, and the max and exp passes then
+            # run on float64 lanes, instead of converting in both passes.
             m, lead, tail, comp, add = _fold_block(x[start : start + seg], wbuf, False, lo, seg, m, lead, tail, comp)
         else:
             _load(x, b, has_b, start, s, seg, buf, wbuf)
@@ -542,9 +544,9 @@ _ZERO_OFF = np.zeros(1, dtype=np.int64)
 @njit(cache=_CACHE)
 def lse_1d(x):  # type: ignore[no-untyped-def]
     """State of a whole contiguous 1-D array (the small-input path: one call, no planning)."""
-    # Contiguous and unweighted: _range_state folds straight from x, the buffers are unused
-    # (a 1-element one avoids a 16 KiB allocation per call).
-    buf = np.empty(1)
+    # Contiguous and unweighted: _range_state folds float64 straight from x, the buffers are
+    # unused (a 1-element one avoids a 16 KiB allocation per call); float32 is widened in buf.
+    buf = np.empty(min(x.size, BLOCK) if x.itemsize == 4 else 1)
     n = x.size
     m, lead, tail = _range_state(x, x, False, 0, n, 1, _ZERO_OFF, 0, n, buf, buf)
     if not (math.isfinite(m) and math.isfinite(tail)):
