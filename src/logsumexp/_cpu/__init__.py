@@ -273,6 +273,15 @@ def _split(n_slices: int, n_red: int, nthreads: int) -> tuple[np.ndarray, np.nda
 def lse_state(
     x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None (see
+    ``_state_dd``, whose tail's low part it drops)."""
+    st = _state_dd(x, axes, b)
+    return None if st is None else st[:3]
+
+
+def _state_dd(
+    x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None.
 
     ``x`` is a float32/float64 ndarray (any strides); ``axes`` are distinct non-negative ints,
@@ -281,12 +290,14 @@ def lse_state(
     and ``logsumexp._online``). Without numba the blocked NumPy fallback answers (unweighted
     only). Declines (None) when disabled, for other dtypes, for weights without numba,
     and for large reductions along a strided axis while a kept axis is contiguous.
+    A fourth array holds the tail's rounding error (tail + tail_lo is a double-double).
     """
     if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
         return None
     k = _get_kernels()
     if k is None:
-        return _numpy.lse_state(x, axes, b)
+        st = _numpy.lse_state(x, axes, b)
+        return None if st is None else (*st, np.zeros_like(st[2]))
     # Small contiguous 1-D arrays (the n = 1000 case): no planning, one compiled call. Larger
     # ones take the general path, which splits them over the threads.
     if b is None and axes == (0,) and x.ndim == 1 and x.flags.c_contiguous and 0 < x.size < PARALLEL_MIN:
@@ -294,7 +305,7 @@ def lse_state(
         v = x.view()
         v.flags.writeable = False
         m, lead, tail = k.lse_1d(v)
-        return np.array(m), np.array(lead), np.array(tail)
+        return np.array(m), np.array(lead), np.array(tail), np.array(0.0)
     ndim = x.ndim
     if any(s % x.itemsize for s in x.strides):
         return None
@@ -309,6 +320,7 @@ def lse_state(
     if n_red == 0 or n_out == 0:
         return (
             np.full(out_shape, -np.inf),
+            np.zeros(out_shape),
             np.zeros(out_shape),
             np.zeros(out_shape),
         )
@@ -346,17 +358,15 @@ def lse_state(
     koff = _offsets([(x2.shape[d], st[d], flipped[d]) for d in kept])
     total = n_out * n_red
     nthreads = num_threads() if total >= PARALLEL_MIN else 1
-    om = np.empty(n_out)
-    olead = np.empty(n_out)
-    otail = np.empty(n_out)
+    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
     j, a, e = _split(n_out, n_red, nthreads)
     if j.size == n_out:
-        _run(k.lse_items, n_out, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, om, olead, otail)
+        _run(k.lse_items, n_out, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, om, olead, otail, otlo)
     else:
-        im, ilead, itail = np.empty(j.size), np.empty(j.size), np.empty(j.size)
-        _run(k.lse_items, j.size, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, im, ilead, itail)
-        k.merge_items(j, im, ilead, itail, om, olead, otail)
-    return om.reshape(out_shape), olead.reshape(out_shape), otail.reshape(out_shape)
+        im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
+        _run(k.lse_items, j.size, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, im, ilead, itail, itlo)
+        k.merge_items(j, im, ilead, itail, itlo, om, olead, otail, otlo)
+    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
 
 
 # Columns per item of the column kernel: 1024 (4-8 KiB rows, long enough that the per-row
@@ -367,7 +377,7 @@ _COL_BLOCK = 1024
 def _column_state(
     k: Any, x2: np.ndarray, flat: np.ndarray, st: list[int], flipped: list[bool], kept: list[int],
     dc: int, red: list[tuple[int, int]], out_shape: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """lse_state when the reduced axes are strided and kept axis ``dc`` is contiguous (e.g.
     axis=0 of a C-ordered matrix): the column kernel, vectorised across ``dc``."""
     L, s = red[-1]
@@ -393,18 +403,22 @@ def _column_state(
     c0 = np.tile(starts, koff.size)
     c1 = np.minimum(c0 + cb, C)
     n_out = koff.size * C
-    om, olead, otail = np.empty(n_out), np.empty(n_out), np.empty(n_out)
+    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
     nthreads = num_threads() if n_out * n_red >= PARALLEL_MIN else 1
-    _run(k.col_items, g.size, nthreads, flat, koff, ooff, ocs, L, s, roff, g, c0, c1, om, olead, otail)
-    return om.reshape(out_shape), olead.reshape(out_shape), otail.reshape(out_shape)
+    _run(k.col_items, g.size, nthreads, flat, koff, ooff, ocs, L, s, roff, g, c0, c1, om, olead, otail, otlo)
+    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
 
 
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating | None:
     """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype (float64 accumulation), or None.
 
     The whole of ``logsumexp(x, axis)`` for a plain NumPy float array with no ``b``, ``where``,
-    ``dtype`` or ``return_sign``: ``m + log1p(tail)`` per slice (the lead is 1), ``m`` itself for
-    the special states (−inf, +inf, NaN), rounded once to x's dtype. A full reduction of a
+    ``dtype`` or ``return_sign``: ``m + log1p(tail)`` per slice (the lead is 1), with log1p in
+    double-double and m added exactly, so that the value is rounded once (``_kernels.lse_finish``),
+    ``m`` itself for the special states (−inf, +inf, NaN). A value that cancels against its
+    maximum (|value| < |m|/2, m < 0: log-normalisers of nearly normalised distributions) is
+    recomputed for that slice alone with every exp in double-double (``_kernels.lse_exact``,
+    ~0.3 µs per element), so that it keeps its relative accuracy however close to 0 it is. A full reduction of a
     contiguous 1-D array is one compiled call (n = 1000 in ~2 µs); the result is then a NumPy
     scalar, otherwise an array of x's shape without ``axes``. The array core calls this first so
     that small calls skip its argument handling.
@@ -418,12 +432,21 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating 
         v = x.view()
         v.flags.writeable = False
         return x.dtype.type(k.lse_1d_value(v))
-    st = lse_state(x, axes, None)
+    st = _state_dd(x, axes, None)
     if st is None:
         return None
-    m, _, tail = st
-    with np.errstate(all="ignore"):
-        out = np.where(np.isfinite(m), m + np.log1p(tail), m).astype(x.dtype, copy=False)
+    m, _, tail, tlo = st
+    m1 = np.ascontiguousarray(m).reshape(-1)
+    val = np.empty(m1.size)
+    redo = k.finish_values(m1, np.ascontiguousarray(tail).reshape(-1), np.ascontiguousarray(tlo).reshape(-1), val)
+    if redo.size:
+        # slices whose value cancels against their maximum: every exp in double-double
+        kept = [d for d in range(x.ndim) if d not in axes]
+        rows = np.moveaxis(x, list(axes), list(range(x.ndim - len(axes), x.ndim)))
+        rows = rows.reshape(m1.size, -1) if kept else rows.reshape(1, -1)
+        for j in redo:
+            val[j] = k.lse_exact(np.ascontiguousarray(rows[j]))
+    out = val.reshape(m.shape).astype(x.dtype, copy=False)
     return out[()] if out.ndim == 0 else out
 
 
@@ -477,10 +500,10 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
         return out
     # Few long rows: states of row parts on all threads, merged, then the write on all threads.
     j, a, e = _split(n_rows, L, nthreads)
-    im, ilead, itail = np.empty(j.size), np.empty(j.size), np.empty(j.size)
+    im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
     roff = np.zeros(1, dtype=np.int64)
-    _run(k.lse_items, j.size, nthreads, flat, flat[:1], False, xkoff, L, xs, roff, j, a, e, im, ilead, itail)
-    sm, slead, stail = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
-    k.merge_items(j, im, ilead, itail, sm, slead, stail)
+    _run(k.lse_items, j.size, nthreads, flat, flat[:1], False, xkoff, L, xs, roff, j, a, e, im, ilead, itail, itlo)
+    sm, slead, stail, stlo = (np.empty(n_rows) for _ in range(4))
+    k.merge_items(j, im, ilead, itail, itlo, sm, slead, stail, stlo)
     _run(k.softmax_write_items, j.size, nthreads, flat, xkoff, xs, oflat, okoff, os_, j, a, e, sm, slead, stail, log)
     return out
