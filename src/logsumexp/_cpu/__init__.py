@@ -33,10 +33,14 @@ Hooks
 
 Accuracy. float64 data: the exp is summed as ``2^k`` plus ``2^k·y`` (``_kernels._exp_le0_split``;
 sums of powers of two are exact, and no ``1 + y`` is rounded per term), in chunks of 256 per
-vector lane set, blocks combined with a compensated sum. benchmarks/accuracy.py (200 vectors
-per family, n = 1000): worst 1.04 ulp (N(0,1)), 0.95 on 0 ∪ U(−25,−15) where the array core
-and SciPy reach 1.48. float32 data: a cheaper float64 exp (relative error 7.4e-14, far below
-float32's 6e-8), accumulated in float64 and rounded once: ≤ 0.50 ulp on every family.
+vector lane set, blocks combined with a compensated sum whose low part is kept. ``lse_value``
+finishes in double-double (``_kernels.lse_finish``: log1p of the tail as a double-double, the
+maximum added exactly, one rounding): within 1 ulp on every family of benchmarks/accuracy.py
+(worst 0.95, 0 ∪ U(−25,−15)). A value that cancels against its maximum is recomputed for its
+slice with every exp in double-double (``_kernels.lse_exact``): within 0.5 ulp at |LSE| ≈ 1e−9
+where the plain finish was 1e9 ulp off. log_softmax (float64) is rounded once per entry.
+float32 data: a cheaper float64 exp (relative error 7.4e-14, far below float32's 6e-8),
+accumulated in float64 and rounded once: ≤ 0.50 ulp on every family.
 
 Tool choice (measured, noisy: 2 shared cores of an Emerald Rapids Xeon, AVX-512)
 --------------------------------------------------------------------------------
