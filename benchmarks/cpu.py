@@ -379,7 +379,12 @@ data once. *ours (NumPy fallback)* is what a machine without Numba runs
 buffer per block, float32 exps summed in float64. *ours (core)* is the pure Array API path
 (`logsumexp._cpu.disabled()`). *torch.compile* is `torch.compile(torch.logsumexp)` (LSE cases
 only). The compiled float32 cases are bound by the float64 exp (the price of the 0.51-ulp float32
-target), not by memory.
+target), not by memory: on the AMD EPYC (Zen 4) box one thread runs the fused float64 fold at
+~1.1 ns per element, float32 at ~1.05, against ~0.3 for one read. The double-double finish of
+issue 14 (float64 LSE within 1 ulp) is paid once per slice: n = 1000 went from 3.5 to 3.6 µs, a
+[2000, 512] column reduction from 1124 to 1149 µs, 1e7 and [512, 32000] within noise (one thread,
+interleaved processes, same machine). Slices whose result cancels against their maximum are
+recomputed in double-double at ~0.3 µs per element; no case here has one.
 """
 
 
