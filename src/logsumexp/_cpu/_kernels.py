@@ -299,7 +299,8 @@ def _block_max(buf, n):  # type: ignore[no-untyped-def]
 def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[no-untyped-def]
     """Fold one block (buf[:n], float32 or float64) into the running state (m, lead, tail + comp).
 
-    Returns (m, lead, tail, comp, add): the caller adds ``add`` (the block's tail terms) to
+    Returns (m, lead, tail, comp, add, add2): the caller adds ``add`` and ``add2`` (the block's
+    tail terms: the hi and the lo parts, kept apart so that their sum is not rounded) to
     (tail, comp) with a compensated sum, outside this function, whose 'reassoc' would undo the
     compensation. Without the chunks and the compensation [0, -40 x 40960] was 2.6 ulp off; now 0.44.
 
@@ -352,7 +353,7 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
         if lead == 0.0 and sl != 0.0:
             lead = sl
             sl = 0.0
-        return m, lead, tail, comp, (s + sl) + s2
+        return m, lead, tail, comp, s + sl, s2
     elif bm < m:
         # No entry of this block equals the running maximum: no select, no count (the common
         # case once the maximum has been seen; ~10% fewer vector operations).
@@ -372,7 +373,7 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
                     sc2 += lo_
                 s += sc
                 s2 += sc2
-        return m, lead, tail, comp, s + s2
+        return m, lead, tail, comp, s, s2
     else:
         cnt = 0
         if lo:
@@ -401,7 +402,7 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
         if cnt > 0 and lead == 0.0:
             lead = 1.0
             cnt -= 1
-        return m, lead, tail, comp, (s + cnt) + s2
+        return m, lead, tail, comp, s + cnt, s2
 
 
 @njit(inline="always")
@@ -438,11 +439,12 @@ def _range_state_dd(x, b, has_b, base, L, s, roff, fa, fb, buf, wbuf):  # type: 
             # the block into L1 for the exp pass). float32 blocks are widened into the float64
             # L1 buffer first: each element is converted once, and the max and exp passes then
             # run on float64 lanes, instead of converting in both passes.
-            m, lead, tail, comp, add = _fold_block(x[start : start + seg], wbuf, False, lo, seg, m, lead, tail, comp)
+            m, lead, tail, comp, add, add2 = _fold_block(x[start : start + seg], wbuf, False, lo, seg, m, lead, tail, comp)
         else:
             _load(x, b, has_b, start, s, seg, buf, wbuf)
-            m, lead, tail, comp, add = _fold_block(buf, wbuf, has_b, lo, seg, m, lead, tail, comp)
+            m, lead, tail, comp, add, add2 = _fold_block(buf, wbuf, has_b, lo, seg, m, lead, tail, comp)
         tail, comp = _two_sum_acc(tail, comp, add)
+        tail, comp = _two_sum_acc(tail, comp, add2)
         f += seg
     return m, lead, tail, comp
 
@@ -712,7 +714,7 @@ def _row_expsum(xr, scratch, m, store):  # type: ignore[no-untyped-def]
                 s += 0.0 if z else hi
                 s2 += 0.0 if z else lo_
                 cnt += 1 if z else 0
-    return s + s2, cnt
+    return s, s2, cnt
 
 
 @njit(fastmath={"contract"}, cache=_CACHE)
@@ -736,8 +738,9 @@ def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
     cnt = 0
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
-        sb, cb = _row_expsum(xr[a:b], scratch[a:b] if not log else scratch, m, not log)
+        sb, sb2, cb = _row_expsum(xr[a:b], scratch[a:b] if not log else scratch, m, not log)
         tail, comp = _two_sum_acc(tail, comp, sb)
+        tail, comp = _two_sum_acc(tail, comp, sb2)
         cnt += cb
     tail, comp = _two_sum_acc(tail, comp, np.float64(cnt - 1))
     if tail != tail or comp != comp:
