@@ -69,6 +69,39 @@ def time_call(fn: Callable[[], Any], repeats: int = 7, min_round: float = 0.05, 
     return Timing(statistics.median(per_call), min(per_call), repeats, number)
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int = 7, min_round: float = 0.05, warmup: int = 1
+) -> dict[str, Timing]:
+    """Median and minimum seconds per call of each function, timed in interleaved rounds.
+
+    Each round times every function once (``number`` calls, calibrated so that a round lasts
+    about ``min_round`` seconds), in an order rotated from round to round: on a shared machine a
+    burst of load then hits every implementation alike, and their ratios stay meaningful where
+    their absolute times do not.
+    """
+    numbers: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-9)
+        numbers[name] = max(1, int(min_round / one)) if one < min_round else 1
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn, number = fns[name], numbers[name]
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            per_call[name].append((time.perf_counter() - t0) / number)
+    return {
+        name: Timing(statistics.median(v), min(v), rounds, numbers[name]) for name, v in per_call.items()
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Peak memory (child side and parent side)
 # --------------------------------------------------------------------------------------------

@@ -33,10 +33,14 @@ Hooks
 
 Accuracy. float64 data: the exp is summed as ``2^k`` plus ``2^k·y`` (``_kernels._exp_le0_split``;
 sums of powers of two are exact, and no ``1 + y`` is rounded per term), in chunks of 256 per
-vector lane set, blocks combined with a compensated sum. benchmarks/accuracy.py (200 vectors
-per family, n = 1000): worst 1.04 ulp (N(0,1)), 0.95 on 0 ∪ U(−25,−15) where the array core
-and SciPy reach 1.48. float32 data: a cheaper float64 exp (relative error 7.4e-14, far below
-float32's 6e-8), accumulated in float64 and rounded once: ≤ 0.50 ulp on every family.
+vector lane set, blocks combined with a compensated sum whose low part is kept. ``lse_value``
+finishes in double-double (``_kernels.lse_finish``: log1p of the tail as a double-double, the
+maximum added exactly, one rounding): within 1 ulp on every family of benchmarks/accuracy.py
+(worst 0.53 ulp, 200 vectors per family). A value that cancels against its maximum is recomputed for its
+slice with every exp in double-double (``_kernels.lse_exact``): within 0.5 ulp at |LSE| ≈ 1e−9
+where the plain finish was 1e9 ulp off. log_softmax (float64) is rounded once per entry.
+float32 data: a cheaper float64 exp (relative error 7.4e-14, far below float32's 6e-8),
+accumulated in float64 and rounded once: ≤ 0.50 ulp on every family.
 
 Tool choice (measured, noisy: 2 shared cores of an Emerald Rapids Xeon, AVX-512)
 --------------------------------------------------------------------------------
@@ -54,7 +58,12 @@ and long slices are split into items whose states are merged with the (max, sum)
 Inputs under ``PARALLEL_MIN`` elements stay on the calling thread.
 
 Compilation is lazy (numba is imported on the first hook call, never at ``import logsumexp``)
-and cached on disk (``cache=True``). Without numba the hooks return ``None``.
+and cached on disk (``cache=True``).
+
+Without numba (it cannot be imported, or ``LOGSUMEXP_NO_NUMBA=1`` is set when this module is
+imported, or inside ``numpy_fallback()``) the hooks answer from ``_numpy``: blocked NumPy, one
+L2-sized buffer reused per block, never slower than NumPy's shifted formula. Weighted
+reductions then decline (None) and the array core computes them.
 """
 
 from __future__ import annotations
@@ -67,7 +76,11 @@ from typing import Any
 
 import numpy as np
 
+from . import _numpy
+
 _enabled = True
+# LOGSUMEXP_NO_NUMBA=1 (read once, at import): the blocked NumPy fallback even where numba imports.
+_no_numba = os.environ.get("LOGSUMEXP_NO_NUMBA", "").strip() not in ("", "0")
 
 # Below this many elements one thread does everything. An estimate, NOT yet tuned on a quiet
 # machine (the shared 2-core box gave meaningless timings at load 8): a thread hand-off costs
@@ -98,6 +111,24 @@ def disabled() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # Lazy kernels and the thread pool
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def numpy_fallback() -> Iterator[None]:
+    """Run the block on the blocked NumPy fallback, as on a machine without numba."""
+    global _no_numba
+    previous, _no_numba = _no_numba, True
+    try:
+        yield
+    finally:
+        _no_numba = previous
+
+
+def backend() -> str:
+    """Which implementation the hooks use now: "numba", "numpy" (the fallback) or "off"."""
+    if not _enabled:
+        return "off"
+    return "numba" if _get_kernels() is not None else "numpy"
+
+
 _kmod: Any = None  # not "_kernels": that name is the submodule
 _kernels_failed = False
 _lock = threading.Lock()
@@ -108,6 +139,8 @@ _pool_pid = -1
 def _get_kernels() -> Any:
     """The ``_kernels`` module, imported (and numba with it) on first use; None without numba."""
     global _kmod, _kernels_failed
+    if _no_numba:
+        return None
     if _kmod is None and not _kernels_failed:
         with _lock:
             if _kmod is None and not _kernels_failed:
@@ -244,19 +277,31 @@ def _split(n_slices: int, n_red: int, nthreads: int) -> tuple[np.ndarray, np.nda
 def lse_state(
     x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None (see
+    ``_state_dd``, whose tail's low part it drops)."""
+    st = _state_dd(x, axes, b)
+    return None if st is None else st[:3]
+
+
+def _state_dd(
+    x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None.
 
     ``x`` is a float32/float64 ndarray (any strides); ``axes`` are distinct non-negative ints,
     sorted; ``b`` is None or a float ndarray of x's shape. The state arrays are float64 with the
     shape of x without ``axes``; ``Σ b_i e^{x_i} = e^m (lead + tail)`` (see the module docstring
-    and ``logsumexp._online``). Declines (None) when disabled, without numba, for other dtypes,
+    and ``logsumexp._online``). Without numba the blocked NumPy fallback answers (unweighted
+    only). Declines (None) when disabled, for other dtypes, for weights without numba,
     and for large reductions along a strided axis while a kept axis is contiguous.
+    A fourth array holds the tail's rounding error (tail + tail_lo is a double-double).
     """
     if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
         return None
     k = _get_kernels()
     if k is None:
-        return None
+        st = _numpy.lse_state(x, axes, b)
+        return None if st is None else (*st, np.zeros_like(st[2]))
     # Small contiguous 1-D arrays (the n = 1000 case): no planning, one compiled call. Larger
     # ones take the general path, which splits them over the threads.
     if b is None and axes == (0,) and x.ndim == 1 and x.flags.c_contiguous and 0 < x.size < PARALLEL_MIN:
@@ -264,7 +309,7 @@ def lse_state(
         v = x.view()
         v.flags.writeable = False
         m, lead, tail = k.lse_1d(v)
-        return np.array(m), np.array(lead), np.array(tail)
+        return np.array(m), np.array(lead), np.array(tail), np.array(0.0)
     ndim = x.ndim
     if any(s % x.itemsize for s in x.strides):
         return None
@@ -279,6 +324,7 @@ def lse_state(
     if n_red == 0 or n_out == 0:
         return (
             np.full(out_shape, -np.inf),
+            np.zeros(out_shape),
             np.zeros(out_shape),
             np.zeros(out_shape),
         )
@@ -316,17 +362,15 @@ def lse_state(
     koff = _offsets([(x2.shape[d], st[d], flipped[d]) for d in kept])
     total = n_out * n_red
     nthreads = num_threads() if total >= PARALLEL_MIN else 1
-    om = np.empty(n_out)
-    olead = np.empty(n_out)
-    otail = np.empty(n_out)
+    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
     j, a, e = _split(n_out, n_red, nthreads)
     if j.size == n_out:
-        _run(k.lse_items, n_out, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, om, olead, otail)
+        _run(k.lse_items, n_out, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, om, olead, otail, otlo)
     else:
-        im, ilead, itail = np.empty(j.size), np.empty(j.size), np.empty(j.size)
-        _run(k.lse_items, j.size, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, im, ilead, itail)
-        k.merge_items(j, im, ilead, itail, om, olead, otail)
-    return om.reshape(out_shape), olead.reshape(out_shape), otail.reshape(out_shape)
+        im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
+        _run(k.lse_items, j.size, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, im, ilead, itail, itlo)
+        k.merge_items(j, im, ilead, itail, itlo, om, olead, otail, otlo)
+    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
 
 
 # Columns per item of the column kernel: 1024 (4-8 KiB rows, long enough that the per-row
@@ -337,7 +381,7 @@ _COL_BLOCK = 1024
 def _column_state(
     k: Any, x2: np.ndarray, flat: np.ndarray, st: list[int], flipped: list[bool], kept: list[int],
     dc: int, red: list[tuple[int, int]], out_shape: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """lse_state when the reduced axes are strided and kept axis ``dc`` is contiguous (e.g.
     axis=0 of a C-ordered matrix): the column kernel, vectorised across ``dc``."""
     L, s = red[-1]
@@ -363,18 +407,22 @@ def _column_state(
     c0 = np.tile(starts, koff.size)
     c1 = np.minimum(c0 + cb, C)
     n_out = koff.size * C
-    om, olead, otail = np.empty(n_out), np.empty(n_out), np.empty(n_out)
+    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
     nthreads = num_threads() if n_out * n_red >= PARALLEL_MIN else 1
-    _run(k.col_items, g.size, nthreads, flat, koff, ooff, ocs, L, s, roff, g, c0, c1, om, olead, otail)
-    return om.reshape(out_shape), olead.reshape(out_shape), otail.reshape(out_shape)
+    _run(k.col_items, g.size, nthreads, flat, koff, ooff, ocs, L, s, roff, g, c0, c1, om, olead, otail, otlo)
+    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
 
 
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating | None:
     """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype (float64 accumulation), or None.
 
     The whole of ``logsumexp(x, axis)`` for a plain NumPy float array with no ``b``, ``where``,
-    ``dtype`` or ``return_sign``: ``m + log1p(tail)`` per slice (the lead is 1), ``m`` itself for
-    the special states (−inf, +inf, NaN), rounded once to x's dtype. A full reduction of a
+    ``dtype`` or ``return_sign``: ``m + log1p(tail)`` per slice (the lead is 1), with log1p in
+    double-double and m added exactly, so that the value is rounded once (``_kernels.lse_finish``),
+    ``m`` itself for the special states (−inf, +inf, NaN). A value that cancels against its
+    maximum (|value| < |m|/2, m < 0: log-normalisers of nearly normalised distributions) is
+    recomputed for that slice alone with every exp in double-double (``_kernels.lse_exact``,
+    ~0.3 µs per element), so that it keeps its relative accuracy however close to 0 it is. A full reduction of a
     contiguous 1-D array is one compiled call (n = 1000 in ~2 µs); the result is then a NumPy
     scalar, otherwise an array of x's shape without ``axes``. The array core calls this first so
     that small calls skip its argument handling.
@@ -383,17 +431,26 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating 
         return None
     k = _get_kernels()
     if k is None:
-        return None
+        return _numpy.lse_value(x, axes)
     if axes == (0,) and x.ndim == 1 and 0 < x.size < PARALLEL_MIN and x.flags.c_contiguous:
         v = x.view()
         v.flags.writeable = False
         return x.dtype.type(k.lse_1d_value(v))
-    st = lse_state(x, axes, None)
+    st = _state_dd(x, axes, None)
     if st is None:
         return None
-    m, _, tail = st
-    with np.errstate(all="ignore"):
-        out = np.where(np.isfinite(m), m + np.log1p(tail), m).astype(x.dtype, copy=False)
+    m, _, tail, tlo = st
+    m1 = np.ascontiguousarray(m).reshape(-1)
+    val = np.empty(m1.size)
+    redo = k.finish_values(m1, np.ascontiguousarray(tail).reshape(-1), np.ascontiguousarray(tlo).reshape(-1), val)
+    if redo.size:
+        # slices whose value cancels against their maximum: every exp in double-double
+        kept = [d for d in range(x.ndim) if d not in axes]
+        rows = np.moveaxis(x, list(axes), list(range(x.ndim - len(axes), x.ndim)))
+        rows = rows.reshape(m1.size, -1) if kept else rows.reshape(1, -1)
+        for j in redo:
+            val[j] = k.lse_exact(np.ascontiguousarray(rows[j]))
+    out = val.reshape(m.shape).astype(x.dtype, copy=False)
     return out[()] if out.ndim == 0 else out
 
 
@@ -404,16 +461,17 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
     with the row state of ``lse_state`` (accumulated in float64), returned in x's dtype, with the
     special values of DESIGN.md §2: an all −inf row gives 0 / −inf, k entries +inf give 1/k
     there and 0 elsewhere (−log k / −inf), a NaN makes its row NaN. Declines (None) when
-    disabled, without numba, for other dtypes, or when ``axis`` is not the unit-stride axis.
+    disabled, for other dtypes, or (compiled path) when ``axis`` is not the unit-stride axis;
+    without numba the blocked NumPy fallback answers.
     """
     if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
-        return None
-    k = _get_kernels()
-    if k is None:
         return None
     ndim = x.ndim
     if ndim == 0:
         return None
+    k = _get_kernels()
+    if k is None:
+        return _numpy.softmax(x, axis % ndim, log)
     axis = axis % ndim
     L = x.shape[axis]
     if x.size == 0:
@@ -446,10 +504,10 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
         return out
     # Few long rows: states of row parts on all threads, merged, then the write on all threads.
     j, a, e = _split(n_rows, L, nthreads)
-    im, ilead, itail = np.empty(j.size), np.empty(j.size), np.empty(j.size)
+    im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
     roff = np.zeros(1, dtype=np.int64)
-    _run(k.lse_items, j.size, nthreads, flat, flat[:1], False, xkoff, L, xs, roff, j, a, e, im, ilead, itail)
-    sm, slead, stail = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
-    k.merge_items(j, im, ilead, itail, sm, slead, stail)
+    _run(k.lse_items, j.size, nthreads, flat, flat[:1], False, xkoff, L, xs, roff, j, a, e, im, ilead, itail, itlo)
+    sm, slead, stail, stlo = (np.empty(n_rows) for _ in range(4))
+    k.merge_items(j, im, ilead, itail, itlo, sm, slead, stail, stlo)
     _run(k.softmax_write_items, j.size, nthreads, flat, xkoff, xs, oflat, okoff, os_, j, a, e, sm, slead, stail, log)
     return out

@@ -1,0 +1,171 @@
+"""Double-double arithmetic on any Array API namespace: the finish of a LogSumExp state rounded once.
+
+A double-double is an unevaluated sum ``hi + lo`` of two arrays of the working dtype with
+``|lo| ≤ ulp(hi)/2``: about twice the working precision. Only additions, subtractions,
+multiplications and divisions are used, elementwise, so every function here runs unchanged on
+NumPy, PyTorch, JAX, CuPy, Dask or array-api-strict arrays (no FMA is assumed: exact products
+use Veltkamp's splitting). No fast-math may reorder them: the error terms are differences that
+reassociation would fold to 0 (XLA and Inductor keep IEEE semantics by default).
+
+The point is the last step of a LogSumExp, ``m + log1p(t)`` with ``t`` the sum of the terms
+other than the maximal one (Blanchard–Higham–Higham): done in working precision it rounds
+three times (the tail, log1p, the addition), up to ~1.5 ulp after the exps' own errors.
+``value`` computes ``log1p`` as a double-double (``log1p_dd``) and adds ``m`` exactly, so the
+result is rounded once.
+
+Examples
+--------
+>>> import numpy as np
+>>> from logsumexp._dd import two_sum, log1p_dd
+>>> s, e = two_sum(np.float64(1.0), np.float64(1e-20))
+>>> float(s), float(e)
+(1.0, 1e-20)
+>>> hi, lo = log1p_dd(np, np.asarray(1.0), np.asarray(0.0))   # log 2 to ~2^-110
+>>> float(hi), float(lo)
+(0.6931471805599453, 2.3190468138462996e-17)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import _array_api as aa
+
+Array = Any
+
+# ln 2 in three parts: _LN2_HI has 32 trailing zero bits, so k·_LN2_HI is exact for |k| < 2**20
+# (fdlibm's split); the three sum to ln 2 within 2^-140.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_LN2_LO2 = 1.1612227229362532e-26
+_SPLITTER = 134217729.0  # 2**27 + 1: Veltkamp's constant for float64
+
+
+def two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """``(s, e)`` with ``s = fl(a + b)`` and ``a + b = s + e`` exactly (Knuth; any magnitudes)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def fast_two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """``(s, e)`` with ``a + b = s + e`` exactly, for ``|a| ≥ |b|`` (or ``a`` a power of two
+    at least as large in exponent; Dekker)."""
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a: Array) -> tuple[Array, Array]:
+    """a = hi + lo with hi holding the top 26 bits (Veltkamp): their products are exact."""
+    c = _SPLITTER * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def two_prod(a: Array, b: Array) -> tuple[Array, Array]:
+    """``(p, e)`` with ``p = fl(a·b)`` and ``a·b = p + e`` exactly (Dekker, no FMA; |a|, |b| < 1e300)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def dd_add(ah: Array, al: Array, bh: Array, bl: Array) -> tuple[Array, Array]:
+    """(ah + al) + (bh + bl) as a double-double (the accurate variant: both error terms kept)."""
+    s, e = two_sum(ah, bh)
+    t, f = two_sum(al, bl)
+    s, e = fast_two_sum(s, e + t)
+    return fast_two_sum(s, e + f)
+
+
+def dd_div(ah: Array, al: Array, bh: Array, bl: Array) -> tuple[Array, Array]:
+    """(ah + al) / (bh + bl) as a double-double: the quotient, its exact remainder, a correction."""
+    q = ah / bh
+    p, e = two_prod(q, bh)
+    r = (((ah - p) - e) + al) - q * bl
+    return fast_two_sum(q, r / bh)
+
+
+def log1p_dd(xp: Any, th: Array, tl: Array) -> tuple[Array, Array]:
+    """``log(1 + th + tl)`` as a double-double (``1 + th + tl > 0``), to about 2^-57 relative.
+
+    ``1 + t = 2^k·f`` with ``f`` in [√½, √2] (k from log2, the scaling by a power of two exact);
+    ``log f = 2·atanh(u)`` with ``u = (f − 1)/(f + 1)``, ``|u| ≤ 0.172``, formed in double-double
+    (``f − 1`` is exact by Sterbenz's lemma); ``log f = 2u + 2u·(u²/3 + u⁴/5 + …)``, the series
+    (under 1% of 2u) in working precision. Then ``k·ln 2`` is added with ln 2 in three parts. When
+    t is tiny, k = 0 and ``u ≈ t/2`` keeps t's relative accuracy, as log1p does.
+    """
+    sh, sl = two_sum(1.0, th)
+    sh, sl = fast_two_sum(sh, sl + tl)
+    safe = xp.where(sh > 0, sh, 1.0)
+    k = xp.round(xp.log2(safe))  # f = sh·2^-k lies in [√½, √2] up to log2's rounding
+    scale = 2.0 ** (-k)
+    fh = sh * scale
+    fl = sl * scale
+    nh, nl = two_sum(fh - 1.0, fl)
+    dh, dl = two_sum(fh, 1.0)
+    dh, dl = fast_two_sum(dh, dl + fl)
+    uh, ul = dd_div(nh, nl, dh, dl)
+    u2 = uh * uh
+    q = 1.0 / 25.0
+    for j in range(23, 1, -2):  # Σ u^{2i}/(2i+1), i ≥ 1, to 2^-64 relative of 2u (u² ≤ 0.0295)
+        q = q * u2 + 1.0 / j
+    lh, ll = fast_two_sum(2.0 * uh, 2.0 * ul + 2.0 * uh * (u2 * q))
+    ah, al = two_prod(k, xp.asarray(_LN2_LO, dtype=k.dtype))
+    lh, ll = dd_add(k * _LN2_HI, al + k * _LN2_LO2, lh, ll)
+    lh, ll = dd_add(lh, ll, ah, 0.0 * ah)
+    return lh, ll
+
+
+def add_rounded(xp: Any, m: Array, lh: Array, ll: Array) -> Array:
+    """``m + (lh + ll)`` rounded once (m finite): an exact TwoSum, then the low parts."""
+    s, e = two_sum(m, lh)
+    return s + (e + ll)
+
+
+def value(xp: Any, m: Array, lead: Array, tail: Array, return_sign: bool = False) -> Array | tuple[Array, Array]:
+    """LogSumExp of a ``(max, lead, tail)`` state, ``m + log|lead + tail|``, rounded once where
+    the lead is near 1; the same special values and sign rules as the working-precision finish.
+
+    While the lead is within a factor 2 of 1 and the total above 1/2, ``t = (lead − 1) + tail``
+    is formed exactly as a double-double (``lead − 1`` is exact there, Sterbenz) and the result
+    is ``m + log1p_dd(t)`` added exactly (``add_rounded``); without weights ``lead = 1`` and this
+    is the dominant-term form ``m + log1p(tail)`` of Blanchard, Higham & Higham. Elsewhere (a
+    leading weight far from 1) ``m + log|total|`` in working precision. A negative total is NaN
+    unless ``return_sign``; +inf entries whose weights cancel give NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m, lead, tail = np.array([0.0]), np.array([1.0]), np.array([2.0])
+    >>> print(value(np, m, lead, tail))   # log 3
+    [1.09861229]
+    """
+    total = lead + tail
+    near_one = (lead >= 0.5) & (lead <= 2.0) & (total > 0.5) & (tail < math.inf)
+    if m.dtype != xp.float64:
+        # the splitting constant and ln 2's parts are float64's; float32 states (accelerators)
+        # keep the working-precision finish, far below their own tolerance anyway
+        log_sum = xp.where(
+            near_one,
+            xp.log1p(xp.where(near_one, (lead - 1.0) + tail, 0.0)),
+            aa.log_nonneg(xp, xp.abs(total)),
+        )
+        rounded_once = None
+    else:
+        th, tl = two_sum(xp.where(near_one, lead - 1.0, 0.0), xp.where(near_one, tail, 0.0))
+        lh, ll = log1p_dd(xp, th, tl)
+        log_sum = xp.where(near_one, lh, aa.log_nonneg(xp, xp.abs(total)))
+        finite_m = xp.isfinite(m)
+        rounded_once = xp.where(near_one & finite_m, add_rounded(xp, xp.where(finite_m, m, 0.0), lh, ll), math.nan)
+    m_inf_nan = xp.where((m == math.inf) & (log_sum == -math.inf), math.nan, m)
+    out = m_inf_nan + log_sum
+    if rounded_once is not None:
+        out = xp.where(xp.isnan(rounded_once), out, rounded_once)
+    if return_sign:
+        return out, xp.where(xp.isnan(out), math.nan, xp.sign(total))
+    return xp.where(total < 0, math.nan, out)
+
+
+__all__ = ["add_rounded", "dd_add", "dd_div", "fast_two_sum", "log1p_dd", "two_prod", "two_sum", "value"]
