@@ -32,7 +32,7 @@ NAN = math.nan
 # Helpers
 # --------------------------------------------------------------------------------------------
 def value(m: np.ndarray, lead: np.ndarray, tail: np.ndarray) -> np.ndarray:
-    """The core's LSE of a state (logsumexp._online.value, positive totals): m + log lead + log1p(tail/lead)."""
+    """The core's LSE of a state (logsumexp._state.value, positive totals): m + log lead + log1p(tail/lead)."""
     with np.errstate(all="ignore"):
         out = m + np.log(np.abs(lead)) + np.log1p(tail / lead)
         return np.where(lead == 0, m, out) if np.ndim(out) else (m if lead == 0 else out)

@@ -6,7 +6,8 @@ under ``if TYPE_CHECKING`` too. The intra-package graph must have no cycle, and 
 respect its layer order (a module imports only from its own layer or the layers below):
 
     _array_api, _options                        (bottom)
-    _cpu (the compiled kernels and their hooks)
+    _dd                                         double-double arithmetic for the rounded-once finish
+    _cpu (the compiled kernels, their NumPy fallback and their hooks)
     _state                                      the (max, lead, tail) state
     _reduce                                     the one choice of backend
     _lse, _elementwise, _softmax, _cross_entropy
@@ -33,7 +34,8 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(f"{PACKAGE}{'.' + m if m else ''}" for m in layer)
     for layer in (
         {"_array_api", "_options"},
-        {"_cpu", "_cpu._kernels"},
+        {"_dd"},
+        {"_cpu", "_cpu._kernels", "_cpu._numpy"},
         {"_state"},
         {"_reduce"},
         {"_lse", "_elementwise", "_softmax", "_cross_entropy"},

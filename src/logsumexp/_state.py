@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _array_api as aa
+from . import _dd
 
 Array = Any
 
@@ -189,6 +190,10 @@ def value(xp: Any, s: State, return_sign: bool = False) -> Array | tuple[Array, 
     (a small or large leading weight) ``log|total|`` is as accurate. No division
     and no warning (Dask evaluates it later). A negative total is NaN unless ``return_sign``.
     """
+    if aa.is_numpy(xp) and s.m.dtype == np.float64:
+        # NumPy has no automatic differentiation to preserve, so float64 takes the double-double
+        # finish: log1p of the compensated sum carried in two parts and added to m rounded once.
+        return _dd.value(xp, s.m, s.lead, s.tail, return_sign)
     total = s.lead + s.tail
     near_one = (s.lead >= 0.5) & (s.lead <= 2.0) & (total > 0.5) & (s.tail < math.inf)
     log_sum = xp.where(

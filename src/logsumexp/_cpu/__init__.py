@@ -19,7 +19,7 @@ Hooks
     maximal entries add exactly 1 each to the tail; weighted, ``lead`` is the sum of the weights
     of all maximal entries (an exact split that needs no subtraction; the core only uses
     ``lead + tail`` and ``tail / lead``). Slices with ±inf, NaN or an overflowing tail are
-    recomputed by an exact scalar loop with the special states of ``logsumexp._online``.
+    recomputed by an exact scalar loop with the special states of ``logsumexp._state``.
     Declines: a broadcast (stride-0) reduced axis; weights on a large column reduction.
 ``lse_value(x, axes)``
     the unweighted LogSumExp itself, in x's dtype: one compiled call for a 1-D array (the
@@ -291,7 +291,7 @@ def _state_dd(
     ``x`` is a float32/float64 ndarray (any strides); ``axes`` are distinct non-negative ints,
     sorted; ``b`` is None or a float ndarray of x's shape. The state arrays are float64 with the
     shape of x without ``axes``; ``Σ b_i e^{x_i} = e^m (lead + tail)`` (see the module docstring
-    and ``logsumexp._online``). Without numba the blocked NumPy fallback answers (unweighted
+    and ``logsumexp._state``). Without numba the blocked NumPy fallback answers (unweighted
     only). Declines (None) when disabled, for other dtypes, for weights without numba,
     and for large reductions along a strided axis while a kept axis is contiguous.
     A fourth array holds the tail's rounding error (tail + tail_lo is a double-double).

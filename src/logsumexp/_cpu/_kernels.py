@@ -504,7 +504,7 @@ def _special_state(x, b, has_b, base, L, s, roff, fa, fb):  # type: ignore[no-un
 
 @njit(inline="always")
 def _merge(m1, l1, t1, m2, l2, t2):  # type: ignore[no-untyped-def]
-    """Merge of two states (see logsumexp._online): equal maxima scale by exactly 1."""
+    """Merge of two states (see logsumexp._state): equal maxima scale by exactly 1."""
     if m2 > m1:
         c = 1.0 if m1 == m2 else math.exp(m1 - m2)
         return m2, l2, t2 + (l1 + t1) * c
