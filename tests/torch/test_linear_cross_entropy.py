@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch", reason="the torch face needs PyTorch")
 F = torch.nn.functional
 
 import logsumexp.torch as L  # noqa: E402
-from logsumexp.torch import _impl  # noqa: E402
+from logsumexp.torch import _cpu_impl  # noqa: E402
 
 F64 = dict(rtol=1e-11, atol=1e-12)
 
@@ -16,7 +16,7 @@ F64 = dict(rtol=1e-11, atol=1e-12)
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 3 tokens (V = 19, float64), so that every test crosses chunk boundaries."""
-    monkeypatch.setattr(_impl, "LCE_CHUNK_BYTES", 3 * 19 * 8)
+    monkeypatch.setattr(_cpu_impl, "LCE_CHUNK_BYTES", 3 * 19 * 8)
 
 
 def _data(lead=(10,), d=4, v=19, seed=0, probs=False):

@@ -23,11 +23,12 @@ def _data(seed=0):
 
 def test_opcheck_cross_entropy_ops():
     g, x, t, w = _data()
-    torch.library.opcheck(_ops.cross_entropy_rows, (x, t, w, *OPTS))
-    lse = _ops.cross_entropy_rows(x, t, w, *OPTS)[1].detach()
-    torch.library.opcheck(
-        _ops.cross_entropy_rows_backward, (torch.ones(5, dtype=torch.float64), None, x.detach(), t, w, lse, *OPTS)
-    )
+    torch.library.opcheck(_ops.cross_entropy_rows_op, (x, t, w, *OPTS, False))
+    lse = _ops.cross_entropy_rows_op(x, t, w, *OPTS, False)[1].detach()
+    args = (torch.ones(5, dtype=torch.float64), None, x.detach(), t, w, lse, *OPTS)
+    torch.library.opcheck(_ops.cross_entropy_rows_backward_op, args)
+    torch.library.opcheck(_ops.cross_entropy_rows_backward_inplace_op,
+                          (*args[:2], x.detach().clone(), *args[3:]))
 
 
 def test_opcheck_linear_cross_entropy_ops():
@@ -35,23 +36,24 @@ def test_opcheck_linear_cross_entropy_ops():
     h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     W = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     scale = torch.tensor(0.25, dtype=torch.float64)
-    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, w, scale, *OPTS, True, True))
-    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, None, None, *OPTS, False, False))
-    torch.library.opcheck(_ops.linear_cross_entropy, (h.detach(), W, None, t, None, scale, *OPTS, False, True))
+    op = _ops.linear_cross_entropy_op
+    torch.library.opcheck(op, (h, W, None, t, w, scale, *OPTS, True, True, False, 2))
+    torch.library.opcheck(op, (h, W, None, t, None, None, *OPTS, False, False, False, 0))
+    torch.library.opcheck(op, (h.detach(), W, None, t, None, scale, *OPTS, False, True, False, 0))
     torch.library.opcheck(
-        _ops.linear_cross_entropy_backward,
-        (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True),
+        _ops.linear_cross_entropy_backward_op,
+        (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True,
+         True, 2),
     )
 
 
 def test_opcheck_lse_and_softmax_ops():
     _, x, _, _ = _data()
-    torch.library.opcheck(_ops.logsumexp_last, (x,))
-    torch.library.opcheck(_ops.softmax_last, (x, True))
-    torch.library.opcheck(_ops.softmax_last, (x, False))
-    y = torch.softmax(x.detach(), -1)
-    torch.library.opcheck(_ops.softmax_last_backward, (torch.ones_like(y), y, False))
-    torch.library.opcheck(_ops.logsumexp_last_backward, (torch.ones(5, dtype=torch.float64), x.detach(), torch.logsumexp(x.detach(), -1)))
+    torch.library.opcheck(_ops.logsumexp_last_op, (x,))
+    torch.library.opcheck(_ops.softmax_last_op, (x, True))
+    torch.library.opcheck(_ops.softmax_last_op, (x, False))
+    lse = torch.logsumexp(x.detach(), -1)
+    torch.library.opcheck(_ops.logsumexp_last_backward_op, (torch.ones(5, dtype=torch.float64), x.detach(), lse))
 
 
 class _Tiny(torch.nn.Module):
