@@ -83,23 +83,3 @@ def test_compile_fullgraph_matches_eager():
     torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
     for a, b in zip(grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-# Inductor's import chain (torch.utils.mkldnn) warns about torch.jit in torch 2.13 itself.
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_compile_inductor_fullgraph():
-    """The default backend (Inductor) too: ~40 s on 2 cores, so one small function only."""
-    torch._dynamo.reset()
-    lin = torch.nn.Linear(8, 13, dtype=torch.float64)
-    x = torch.randn(6, 8, dtype=torch.float64)
-    t = torch.tensor([0, 12, 3, -100, 5, 7])
-
-    def f(x, t):
-        return L.cross_entropy(lin(x), t, z_loss=1e-3) + L.linear_cross_entropy(x, lin.weight, t, lin.bias)
-
-    out = torch.compile(f, fullgraph=True)(x, t)
-    (g,) = torch.autograd.grad(out, lin.weight)
-    ref = f(x, t)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g, torch.autograd.grad(ref, lin.weight)[0], rtol=1e-12, atol=1e-12)
