@@ -37,9 +37,9 @@ def test_opcheck_linear_cross_entropy_ops():
     W = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     scale = torch.tensor(0.25, dtype=torch.float64)
     op = _ops.linear_cross_entropy_op
-    torch.library.opcheck(op, (h, W, None, t, w, scale, *OPTS, True, True, False, 2))
-    torch.library.opcheck(op, (h, W, None, t, None, None, *OPTS, False, False, False, 0))
-    torch.library.opcheck(op, (h.detach(), W, None, t, None, scale, *OPTS, False, True, False, 0))
+    torch.library.opcheck(op, (h, W, None, t, w, scale, *OPTS, True, True, False, 2, True))
+    torch.library.opcheck(op, (h, W, None, t, None, None, *OPTS, False, False, False, 0, False))
+    torch.library.opcheck(op, (h.detach(), W, None, t, None, scale, *OPTS, False, True, False, 0, True))
     torch.library.opcheck(
         _ops.linear_cross_entropy_backward_op,
         (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True,

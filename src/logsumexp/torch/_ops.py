@@ -41,6 +41,36 @@ def _flat(opts: CrossEntropyOptions) -> tuple:
     return opts.ignore_index, opts.label_smoothing, opts.z_loss, softcap
 
 
+# The Python body of every custom op, for eager calls (see _call).
+_BODIES: dict = {}
+
+
+def _custom_op(name: str, mutates_args: tuple = ()) -> Any:
+    """``torch.library.custom_op``, remembering the function's body for :func:`_call`."""
+
+    def wrap(fn: Any) -> Any:
+        op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
+        _BODIES[op] = fn
+        return op
+
+    return wrap
+
+
+def _call(op: Any, *args: Any) -> Any:
+    """Run ``op``; on plain eager tensors run its body directly.
+
+    The op is what ``torch.compile`` needs (an opaque node with a fake). In eager mode the op's
+    dispatch adds nothing but cost: torch wraps every custom-op body so that its first call
+    imports ``torch._dynamo`` (seconds, and about 150 MiB of resident memory), which a CPU user
+    who never compiles should not pay. Fake and functional tensors (tracing) are subclasses of
+    Tensor, so they still go through the op.
+    """
+    eager = not torch.compiler.is_compiling() and all(
+        type(a) is Tensor for a in args if isinstance(a, Tensor)
+    )
+    return _BODIES[op](*args) if eager else op(*args)
+
+
 def _autograd(op: Any, function: type) -> Any:
     """Register ``function``'s ``setup_context``/``backward`` on ``op``; return the caller that takes
     the op under ``torch.compile`` and the Function (``torch.func``-ready) in eager mode."""
@@ -60,7 +90,7 @@ def _building_graph() -> bool:
 # =========================================================================== cross-entropy rows
 
 
-@torch.library.custom_op("logsumexp::cross_entropy_rows", mutates_args=())
+@_custom_op("logsumexp::cross_entropy_rows", mutates_args=())
 def cross_entropy_rows_op(
     logits: Tensor,
     target: Tensor,
@@ -86,7 +116,7 @@ def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, in
     return logits.new_empty(n, dtype=acc), logits.new_empty(n, dtype=acc)
 
 
-@torch.library.custom_op("logsumexp::cross_entropy_rows_backward", mutates_args=())
+@_custom_op("logsumexp::cross_entropy_rows_backward", mutates_args=())
 def cross_entropy_rows_backward_op(
     g_rows: Tensor,
     g_lse: Optional[Tensor],
@@ -109,7 +139,7 @@ def _(g_rows, g_lse, logits, target, weight, lse, ignore_index, label_smoothing,
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("logsumexp::cross_entropy_rows_backward_", mutates_args=("logits",))
+@_custom_op("logsumexp::cross_entropy_rows_backward_", mutates_args=("logits",))
 def cross_entropy_rows_backward_inplace_op(
     g_rows: Tensor,
     g_lse: Optional[Tensor],
@@ -137,7 +167,7 @@ class _CrossEntropyRows(torch.autograd.Function):
 
     @staticmethod
     def forward(*args: Any) -> Any:
-        return cross_entropy_rows_op(*args)
+        return _call(cross_entropy_rows_op, *args)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -162,12 +192,12 @@ class _CrossEntropyRows(torch.autograd.Function):
             )
         elif need[0] and ctx.inplace and logits.is_contiguous() and not (need[1] or need[2]):
             # The caller gave the logits up for their gradient (as with the Triton kernels).
-            cross_entropy_rows_backward_inplace_op(g_rows, g_lse, logits, target, weight, lse,
-                                                   *ctx.flat)
+            _call(cross_entropy_rows_backward_inplace_op, g_rows, g_lse, logits, target, weight, lse,
+                  *ctx.flat)
             g_logits = logits
         elif need[0]:
-            g_logits = cross_entropy_rows_backward_op(
-                g_rows, g_lse, logits, target, weight, lse, *ctx.flat
+            g_logits = _call(
+                cross_entropy_rows_backward_op, g_rows, g_lse, logits, target, weight, lse, *ctx.flat
             )
         return (g_logits, g_target, g_weight) + (None,) * 5
 
@@ -186,7 +216,7 @@ def cross_entropy_rows(
 # =========================================================================== linear + CE
 
 
-@torch.library.custom_op("logsumexp::linear_cross_entropy", mutates_args=())
+@_custom_op("logsumexp::linear_cross_entropy", mutates_args=())
 def linear_cross_entropy_op(
     hidden: Tensor,
     weight: Tensor,
@@ -202,6 +232,7 @@ def linear_cross_entropy_op(
     grad_weight: bool,
     grad_cls_weight: bool,
     chunk_rows: int,
+    allow_retain_graph: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Loss of ``hidden @ weight.T + bias`` without the full logits.
 
@@ -209,7 +240,7 @@ def linear_cross_entropy_op(
     floor), its gradients for hidden, weight and bias, and the class weights, as flagged.
     ``scale`` None: the per-row losses (the backward op recomputes the logits chunk by chunk).
     Outputs: loss, row LSE, ``Σ rows`` (the derivative by ``scale``), then the four gradients
-    (empty where not asked for).
+    (empty where not asked for). ``allow_retain_graph`` only tells the autograd how to keep them.
     """
     opts = _opts(ignore_index, label_smoothing, z_loss, softcap)
     g = None if scale is None else scale.to(C.acc_dtype(hidden.dtype))
@@ -236,7 +267,7 @@ def _lce_grads_fake(hidden, weight, bias, cls_weight, on, grad_hidden, grad_weig
 
 @linear_cross_entropy_op.register_fake
 def _(hidden, weight, bias, target, cls_weight, scale, ignore_index, label_smoothing, z_loss,
-      softcap, grad_hidden, grad_weight, grad_cls_weight, chunk_rows):
+      softcap, grad_hidden, grad_weight, grad_cls_weight, chunk_rows, allow_retain_graph):
     acc = C.acc_dtype(hidden.dtype)
     n = hidden.shape[0]
     loss = hidden.new_empty(n, dtype=acc) if scale is None else hidden.new_empty((), dtype=acc)
@@ -245,7 +276,7 @@ def _(hidden, weight, bias, target, cls_weight, scale, ignore_index, label_smoot
     return (loss, hidden.new_empty(n, dtype=acc), hidden.new_empty((), dtype=acc), *grads)
 
 
-@torch.library.custom_op("logsumexp::linear_cross_entropy_backward", mutates_args=())
+@_custom_op("logsumexp::linear_cross_entropy_backward", mutates_args=())
 def linear_cross_entropy_backward_op(
     g_rows: Tensor,
     hidden: Tensor,
@@ -279,66 +310,97 @@ def _(g_rows, hidden, weight, bias, target, cls_weight, ignore_index, label_smoo
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Autograd of ``linear_cross_entropy``: the gradients computed in the forward pass are
-    saved and scaled by the incoming gradient; reduction "none" recomputes instead."""
+    """Autograd of ``linear_cross_entropy``: the gradients computed in the forward pass are handed
+    to the backward and scaled by the incoming gradient; reduction "none" recomputes instead.
+
+    In eager mode the gradients are handed over, not saved: the backward gives up its own
+    reference, so that autograd can adopt the weight's gradient buffer as ``weight.grad`` instead
+    of copying it (a tensor of the projection's size less at the peak). A second backward through
+    the same graph then raises, as torch's own chunked loss does, unless ``allow_retain_graph``.
+    """
 
     @staticmethod
     def forward(*args: Any) -> Any:
-        return linear_cross_entropy_op(*args)
+        return _call(linear_cross_entropy_op, *args)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         hidden, weight, bias, target, cls_weight, scale, *flat = inputs
         ctx.scaled = scale is not None
         ctx.flat = tuple(flat[:4])
-        ctx.chunk_rows = flat[-1]
+        ctx.chunk_rows = flat[-2]
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype,
                       None if cls_weight is None else cls_weight.dtype)
-        if ctx.scaled:
-            ctx.save_for_backward(*output[3:], output[2], scale)
-        else:
+        ctx.handed = None
+        # Only the loss is differentiable; unmaterialised gradients of the other outputs keep
+        # autograd from allocating zeros of the weight's size for them in the backward.
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        if not ctx.scaled:
             ctx.save_for_backward(hidden, weight, bias, target, cls_weight)
+        elif flat[-1] or torch.compiler.is_compiling() or type(output[4]) is not Tensor:
+            ctx.save_for_backward(*output[3:], output[2], scale)
+        else:  # eager, real tensors: hand the buffers over (see the class docstring)
+            ctx.handed = list(output[3:])
+            ctx.save_for_backward(output[2], scale)
 
     @staticmethod
     def backward(ctx: Any, g_loss: Tensor, *_unused: Tensor) -> tuple:
         need = ctx.needs_input_grad
         g_scale = None
+        if g_loss is None:
+            return (None,) * 15
         if ctx.scaled:
-            gh, gw, gb, gc, total, scale = ctx.saved_tensors
-            grads = [_times(t, g_loss) for t in (gh, gw, gb, gc)]
+            if ctx.handed is not None:
+                grads, ctx.handed = ctx.handed, []
+                if not grads:
+                    raise RuntimeError(
+                        "linear_cross_entropy: backward called twice on the same graph; its "
+                        "gradients were computed in the forward pass and handed to the first "
+                        "backward. Pass allow_retain_graph=True to keep them (one more tensor of "
+                        "the projection's size)."
+                    )
+                total, scale = ctx.saved_tensors
+                grads = [_times(t, g_loss, owned=True) for t in grads]
+            else:
+                gh, gw, gb, gc, total, scale = ctx.saved_tensors
+                grads = [_times(t, g_loss) for t in (gh, gw, gb, gc)]
             if need[5]:
                 g_scale = (g_loss * total).to(scale.dtype)
         else:
             hidden, weight, bias, target, cls_weight = ctx.saved_tensors
-            grads = linear_cross_entropy_backward_op(
-                g_loss, hidden, weight, bias, target, cls_weight, *ctx.flat,
+            grads = _call(
+                linear_cross_entropy_backward_op, g_loss, hidden, weight, bias, target, cls_weight, *ctx.flat,
                 need[0], need[1] or need[2], need[4] and cls_weight is not None, ctx.chunk_rows,
             )
         wanted = (need[0], need[1], need[2], need[4])
         out = [g.to(dt) if ok and dt is not None and g.numel() else None
                for g, dt, ok in zip(grads, ctx.dtypes, wanted)]
-        return (out[0], out[1], out[2], None, out[3], g_scale) + (None,) * 8
+        del grads
+        return (out[0], out[1], out[2], None, out[3], g_scale) + (None,) * 9
 
 
 _linear_cross_entropy = _autograd(linear_cross_entropy_op, _LinearCrossEntropy)
 
 
-def _times(grad: Tensor, g_loss: Tensor) -> Tensor:
+def _times(grad: Tensor, g_loss: Tensor, owned: bool = False) -> Tensor:
     """``grad · g_loss``. In eager mode a multiplier of exactly 1 (``loss.backward()``) returns the
-    saved gradient itself instead of a second tensor of the projection's size; traced calls (fake
-    or functional tensors: their value cannot be read) always multiply."""
+    gradient itself, and an ``owned`` buffer is scaled in place; traced calls (fake or functional
+    tensors, whose value cannot be read) and graphs of the gradient always multiply anew."""
     if grad.numel() == 0:
         return grad
-    eager = not torch.compiler.is_compiling() and type(g_loss) is Tensor
-    if eager and not _building_graph() and g_loss.device.type == "cpu" and bool(g_loss == 1):
+    eager = not torch.compiler.is_compiling() and type(g_loss) is Tensor and not _building_graph()
+    if eager and g_loss.device.type == "cpu" and bool(g_loss == 1):
         return grad
+    if eager and owned:
+        return grad.mul_(g_loss.to(grad.dtype))
     return grad * g_loss.to(grad.dtype)
 
 
 def linear_cross_entropy(
     hidden: Tensor, weight: Tensor, bias: Optional[Tensor], target: Tensor,
     cls_weight: Optional[Tensor], scale: Optional[Tensor], opts: CrossEntropyOptions,
-    chunk_rows: int = 0,
+    chunk_rows: int = 0, allow_retain_graph: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The loss (0-d ``scale·Σ rows``, or per-row losses when ``scale`` is None) and the row LSE.
 
@@ -352,14 +414,14 @@ def linear_cross_entropy(
         on and cls_weight is not None and cls_weight.requires_grad,
     )
     out = _linear_cross_entropy(hidden, weight, bias, target, cls_weight, scale, *_flat(opts),
-                                *wants, chunk_rows)
+                                *wants, chunk_rows, allow_retain_graph)
     return out[0], out[1]
 
 
 # =========================================================================== LSE, softmax
 
 
-@torch.library.custom_op("logsumexp::logsumexp_last", mutates_args=())
+@_custom_op("logsumexp::logsumexp_last", mutates_args=())
 def logsumexp_last_op(x: Tensor) -> Tensor:
     """LSE over the last dimension, in float32 (float64 for float64 input)."""
     return C.logsumexp_last(x)
@@ -370,7 +432,7 @@ def _(x):
     return x.new_empty(x.shape[:-1], dtype=C.acc_dtype(x.dtype))
 
 
-@torch.library.custom_op("logsumexp::logsumexp_last_backward", mutates_args=())
+@_custom_op("logsumexp::logsumexp_last_backward", mutates_args=())
 def logsumexp_last_backward_op(g: Tensor, x: Tensor, lse: Tensor) -> Tensor:
     """``g · softmax(x)`` from the saved LSE: 0 on all −inf rows, ``g/k`` on ``k`` +inf entries."""
     return C.logsumexp_last_backward(g, x, lse)
@@ -384,7 +446,7 @@ def _(g, x, lse):
 class _LogSumExpLast(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return logsumexp_last_op(x)
+        return _call(logsumexp_last_op, x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -395,13 +457,13 @@ class _LogSumExpLast(torch.autograd.Function):
         x, lse = ctx.saved_tensors
         if _building_graph():
             return C.logsumexp_last_backward_differentiable(g, x, lse)
-        return logsumexp_last_backward_op(g, x, lse)
+        return _call(logsumexp_last_backward_op, g, x, lse)
 
 
 logsumexp_last = _autograd(logsumexp_last_op, _LogSumExpLast)
 
 
-@torch.library.custom_op("logsumexp::softmax_last", mutates_args=())
+@_custom_op("logsumexp::softmax_last", mutates_args=())
 def softmax_last_op(x: Tensor, log: bool) -> Tensor:
     """Softmax or log-softmax over the last dimension, in the input dtype."""
     return C.softmax_last(x, log)
@@ -415,7 +477,7 @@ def _(x, log):
 class _SoftmaxLast(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, log: bool) -> Tensor:
-        return softmax_last_op(x, log)
+        return _call(softmax_last_op, x, log)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:

@@ -196,6 +196,7 @@ def linear_cross_entropy(
     return_lse: bool = False,
     fp32_weight_grad: bool | None = None,
     chunk_size: int | None = None,
+    allow_retain_graph: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the full logits matrix.
 
@@ -203,16 +204,19 @@ def linear_cross_entropy(
     class indices (or ``(..., V)`` probabilities); the classes are the last dimension of the
     logits. Options and formula as :func:`cross_entropy` (``class_weight`` is its ``weight``).
 
-    Memory: tokens are processed in chunks whose logits take about 64 MiB; with reduction "mean"
-    or "sum" the gradients of hidden, weight (accumulated in float32) and bias are computed in the
+    Memory: tokens are processed in chunks whose logits take about 32 MiB (one buffer, reused);
+    with reduction "mean" or "sum" the gradients of hidden, weight (accumulated in float32) and bias are computed in the
     same pass, so forward + backward costs three matrix products (``6·N·D·V`` FLOPs), the floor.
     With reduction "none" the backward recomputes each chunk's logits (one product more).
     The gradients are computed during the forward pass whenever grad mode is on and an input
     requires grad (``class_weight`` included). The returned LSE is not differentiable.
 
-    ``chunk_size`` sets the tokens per chunk (default: 16 MiB of logits). ``fp32_weight_grad`` is
+    ``chunk_size`` sets the tokens per chunk (default: 32 MiB of logits). ``fp32_weight_grad`` is
     for the GPU kernels; on CPU the weight's gradient is always accumulated in float32 (float64
-    for float64).
+    for float64). With reduction "mean" or "sum" the gradients computed in the forward pass are
+    handed to the first backward (so that ``weight.grad`` is that buffer, not a copy of it); a
+    second backward through the same graph (``retain_graph=True``, ``gradcheck``) raises unless
+    ``allow_retain_graph=True`` (CPU path; one more tensor of the weight's size kept).
 
     Examples
     --------
@@ -240,6 +244,8 @@ def linear_cross_entropy(
     )
     fp32_weight_grad = _checks.optional_bool("fp32_weight_grad", fp32_weight_grad)
     chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    if not isinstance(allow_retain_graph, bool):
+        raise TypeError(f"allow_retain_graph must be a bool, got {type(allow_retain_graph).__name__}")
     h, w, b, tgt, shape = _checks.linear_rows(hidden, weight, bias, target)
     v = w.shape[0]
     cw = _checks.class_weight("class_weight", class_weight, v)
@@ -257,7 +263,8 @@ def linear_cross_entropy(
             scale = h.new_ones((), dtype=acc_dtype(h.dtype))
         elif opts.reduction == "mean":
             scale = 1.0 / _as_tensor(_safe_den(_denominator(tgt, cw, opts)), h)
-        loss, lse = _ops.linear_cross_entropy(h, w, b, tgt, cw, scale, opts, chunk_size or 0)
+        loss, lse = _ops.linear_cross_entropy(h, w, b, tgt, cw, scale, opts, chunk_size or 0,
+                                              allow_retain_graph)
     if opts.reduction == "none":
         loss = loss.reshape(shape)
     return (loss, lse.detach().reshape(shape)) if opts.return_lse else loss
