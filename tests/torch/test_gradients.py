@@ -164,3 +164,16 @@ def test_inplace_backward_matches_and_reuses_the_logits_storage():
     F.cross_entropy(b, t, label_smoothing=0.1).backward()
     torch.testing.assert_close(a.grad, b.grad, **F64)
     torch.testing.assert_close(logits.detach(), b.grad, **F64)  # the logits now hold the gradient
+
+
+def test_inplace_backward_keeps_the_special_value_rules():
+    """The gradient overwrites the logits: the +inf / −inf rows must be read before that."""
+    inf = float("inf")
+    x0 = torch.tensor([[inf, 0.0, inf], [-inf, -inf, -inf], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    t = torch.tensor([0, -100, 2])
+    a = x0.clone().requires_grad_()
+    L.cross_entropy(a * 1.0, t, reduction="sum", inplace_backward=True).backward()
+    b = x0.clone().requires_grad_()
+    L.cross_entropy(b, t, reduction="sum").backward()
+    torch.testing.assert_close(a.grad, b.grad, **F64)
+    assert a.grad[0].tolist() == [-0.5, 0.0, 0.5]

@@ -92,18 +92,22 @@ def exp_rest_sum(t: Tensor, am: Tensor) -> Tensor:
 
 
 def softmax_from_lse(z: Tensor, lse: Tensor, out: Tensor | None = None) -> Tensor:
-    """``exp(z − lse)`` per row, with the special-value rules above (may write ``out``)."""
-    out = torch.sub(z, lse.unsqueeze(-1), out=out) if out is not None else z - lse.unsqueeze(-1)
-    out.exp_()
+    """``exp(z − lse)`` per row, with the special-value rules above (may write ``out``, which may
+    be ``z`` itself: the special rows are read before it is overwritten)."""
     bad = ~torch.isfinite(lse)
+    special = None
     if bool(bad.any()):
         rows = bad.nonzero().squeeze(-1)
         lb = lse[rows].unsqueeze(-1)
-        hot = (z[rows] == math.inf).to(out.dtype)
+        hot = (z[rows] == math.inf).to(z.dtype)
         share = hot / hot.sum(dim=-1, keepdim=True).clamp_min(1.0)
         # −inf row: no mass; +inf row: 1/k on its +inf entries; NaN row: NaN.
         fixed = torch.where(lb == math.inf, share, torch.zeros_like(share))
-        out[rows] = torch.where(torch.isnan(lb), lb, fixed)
+        special = rows, torch.where(torch.isnan(lb), lb, fixed)
+    out = torch.sub(z, lse.unsqueeze(-1), out=out) if out is not None else z - lse.unsqueeze(-1)
+    out.exp_()
+    if special is not None:
+        out[special[0]] = special[1].to(out.dtype)
     return out
 
 

@@ -37,8 +37,7 @@ def _opts(ignore_index: int, label_smoothing: float, z_loss: float, softcap: Opt
 
 def _flat(opts: CrossEntropyOptions) -> tuple:
     """The flat tail of every operator schema, from the one options object."""
-    softcap = None if opts.softcap is None else opts.softcap
-    return opts.ignore_index, opts.label_smoothing, opts.z_loss, softcap
+    return opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap
 
 
 # The Python body of every custom op, for eager calls (see _call).
