@@ -10,7 +10,8 @@ Time: for each job, one subprocess builds the inputs once and runs the implement
 interleaved rounds (A, B, C, A, B, C, ...), so that a machine that slows down or speeds up during
 the run affects every peer alike; reported are the median and the minimum over the rounds, after
 one warm-up step each, and the ratio of medians to the reference peer (torch's chunked loss for
-lce, F.cross_entropy for ce).
+lce, F.cross_entropy for ce). The process's CPU seconds per step (all threads) are reported too:
+on a shared machine they move less with the other load than the wall-clock time does.
 
 Memory: every implementation runs once more in a fresh subprocess of its own:
 ``_harness.memory_probe`` gives the peak extra resident memory of one step (peak RSS during the
@@ -104,13 +105,15 @@ def time_job(job: str, impls: list[str], sizes: dict, rounds: int) -> dict:
         step()
         _clear(leaves)
     times: dict[str, list[float]] = {impl: [] for impl in impls}
+    cpu: dict[str, list[float]] = {impl: [] for impl in impls}
     for _ in range(rounds):
         for impl, (step, leaves) in steps.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             step()
             times[impl].append(time.perf_counter() - t0)
+            cpu[impl].append(time.process_time() - c0)
             _clear(leaves)
-    return dict(threads=torch.get_num_threads(), times=times)
+    return dict(threads=torch.get_num_threads(), times=times, cpu=cpu)
 
 
 def memory_case(job: str, impl: str, sizes: dict) -> dict:
@@ -135,17 +138,21 @@ def _child(kind: str, payload: list) -> dict:
 
 def _table(results: dict, sizes: dict, header: str) -> str:
     lines = [header, "",
-             "| job | implementation | median ms | min ms | time ratio | peak extra MiB | peak RSS MiB | target |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| job | implementation | median ms | min ms | time ratio | median CPU s (ratio) | "
+             "peak extra MiB | peak RSS MiB | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     jobs = {"ce": "cross_entropy [{n}, {v}]", "lce": "linear + cross-entropy N={n} D={d} V={v}"}
     for job, per_impl in results.items():
         ref = statistics.median(per_impl[REFERENCE[job]]["times"])
+        ref_cpu = statistics.median(per_impl[REFERENCE[job]]["cpu"])
         for impl, r in per_impl.items():
             med, low = statistics.median(r["times"]), min(r["times"])
+            cpu = statistics.median(r["cpu"])
             extra = "n/a" if r["extra_mib"] is None else f"{r['extra_mib']:.0f}"
             lines.append(
                 f"| {jobs[job].format(**sizes[job])} | {NAMES[job, impl]} | {1e3 * med:.0f} | "
-                f"{1e3 * low:.0f} | {med / ref:.2f}× | {extra} | {r['peak_rss_mib']:.0f} | "
+                f"{1e3 * low:.0f} | {med / ref:.2f}× | {cpu:.2f} ({cpu / ref_cpu:.2f}×) | {extra} | "
+                f"{r['peak_rss_mib']:.0f} | "
                 f"{TARGETS.get((job, impl), '')} |")
     return "\n".join(lines)
 
@@ -155,26 +162,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, quick 3)")
     p.add_argument("--write", action="store_true", help=f"write the table into {DOC.relative_to(ROOT)}")
+    p.add_argument("--jobs", nargs="+", choices=list(PEERS), default=list(PEERS), help="jobs to run")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         kind, *payload = json.loads(args.child)
         print(json.dumps(time_job(*payload) if kind == "time" else memory_case(*payload)))
         return
-    if args.quick and args.write:
-        p.error("--write records the issue sizes only; drop --quick")
+    if args.write and (args.quick or set(args.jobs) != set(PEERS)):
+        p.error("--write records every job at the issue sizes; drop --quick and --jobs")
     sizes = QUICK if args.quick else FULL
     rounds = args.rounds or (3 if args.quick else 5)
     results: dict[str, dict[str, dict]] = {}
     threads = None
-    for job, impls in PEERS.items():
-        impls = [i for i in impls if _available(job, i)]
+    for job in args.jobs:
+        impls = [i for i in PEERS[job] if _available(job, i)]
         timed = _child("time", [job, impls, sizes[job], rounds])
         threads = timed["threads"]
         results[job] = {}
         for impl in impls:
             mem = _child("memory", [job, impl, sizes[job]])
-            results[job][impl] = dict(times=timed["times"][impl], **mem)
+            results[job][impl] = dict(times=timed["times"][impl], cpu=timed["cpu"][impl], **mem)
             print(f"  {job:4s} {impl:14s} {1e3 * statistics.median(timed['times'][impl]):9.1f} ms  "
                   f"extra {mem['extra_mib']} MiB  peak RSS {mem['peak_rss_mib']:.0f} MiB", file=sys.stderr)
     import torch
@@ -185,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{rounds} interleaved rounds per job (median and minimum of the step time; ratio of medians "
         f"to torch's chunked loss for linear + cross-entropy, to F.cross_entropy otherwise). Memory in "
         f"a fresh process per implementation: peak extra = peak RSS during one step minus RSS before "
-        f"it (temporaries and the returned gradients, not the inputs); peak RSS = the whole process."
+        f"it (temporaries and the returned gradients, not the inputs); peak RSS = the whole process. "
+        f"CPU s: process CPU time per step, all threads."
     )
     table = _table(results, sizes, header)
     print(table)

@@ -88,8 +88,10 @@ def cross_entropy(
     Extras (keyword only): ``z_loss`` (PaLM auxiliary term, counted rows only, unweighted),
     ``softcap`` (logits become ``softcap·tanh(x/softcap)`` first, Gemma 2), ``num_items`` (number
     or 0-d tensor), ``return_lse`` (also return the per-row LSE, float32 — float64 for float64
-    input), ``inplace_backward`` (the backward writes the gradient over ``input``'s storage instead
-    of allocating a new ``N × C`` tensor; ``input`` must not be used afterwards).
+    input), ``inplace_backward`` (the backward writes the gradient over the logits' storage instead
+    of allocating a new ``N × C`` tensor, so ``input`` must not be used afterwards; on CPU when the
+    logits are contiguous rows and neither ``weight`` nor a probability target needs a gradient,
+    else it allocates as usual).
 
     Gradients flow to ``input``, to probability targets and to ``weight`` (if it requires grad),
     with second derivatives (``create_graph=True``, ``torch.func``) with respect to ``input``.
