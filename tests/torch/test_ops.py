@@ -83,3 +83,26 @@ def test_compile_fullgraph_matches_eager():
     torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
     for a, b in zip(grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_calls_run_the_bodies_without_the_op_dispatch(monkeypatch):
+    """Plain tensors and Parameters skip the custom-op dispatch (whose first call imports
+    torch._dynamo); a tensor subclass goes through the op."""
+    ran = []
+    for op in list(_ops._BODIES):
+        body = _ops._BODIES[op]
+        monkeypatch.setitem(_ops._BODIES, op, lambda *a, _b=body, _n=str(op): ran.append(_n) or _b(*a))
+    head = torch.nn.Linear(4, 7, bias=False)
+    h = torch.randn(5, 4, requires_grad=True)
+    t = torch.tensor([0, 6, 2, 3, -100])
+    L.linear_cross_entropy(h, head.weight, t, reduction="none").sum().backward()
+    L.cross_entropy(h @ head.weight.T, t).backward()
+    assert len(ran) == 4  # two forwards, two backwards, all through the bodies
+    ran.clear()
+
+    class Sub(torch.Tensor):
+        pass
+
+    x = torch.Tensor._make_subclass(Sub, torch.randn(5, 7))
+    L.logsumexp(x, 1)
+    assert ran == []

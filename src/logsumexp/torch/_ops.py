@@ -40,8 +40,10 @@ def _flat(opts: CrossEntropyOptions) -> tuple:
     return opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap
 
 
-# The Python body of every custom op, for eager calls (see _call).
+# The Python body of every custom op, for eager calls (see _call), and the tensor types that are
+# plain data there (a projection's weight is usually a Parameter).
 _BODIES: dict = {}
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _custom_op(name: str, mutates_args: tuple = ()) -> Any:
@@ -62,10 +64,10 @@ def _call(op: Any, *args: Any) -> Any:
     dispatch adds nothing but cost: torch wraps every custom-op body so that its first call
     imports ``torch._dynamo`` (seconds, and about 150 MiB of resident memory), which a CPU user
     who never compiles should not pay. Fake and functional tensors (tracing) are subclasses of
-    Tensor, so they still go through the op.
+    Tensor, so they still go through the op, as do other subclasses.
     """
     eager = not torch.compiler.is_compiling() and all(
-        type(a) is Tensor for a in args if isinstance(a, Tensor)
+        type(a) in _PLAIN for a in args if isinstance(a, Tensor)
     )
     return _BODIES[op](*args) if eager else op(*args)
 
