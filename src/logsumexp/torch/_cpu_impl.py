@@ -43,12 +43,14 @@ from .._options import CrossEntropyOptions
 CHUNK_ELEMENTS = 1 << 22
 
 # Tokens per chunk of linear_cross_entropy, as a budget in bytes of its one chunk buffer of logits.
-# Measured (CPU seconds of forward + backward, N=2048, D=512, V=32000 float32, median of 3 rounds
-# interleaved, on the project's loaded 2-core Xeon): 2 threads 5.1 / 3.9 / 3.0 / 2.9 s for 64 /
-# 128 / 256 / 512 tokens per chunk, 1 thread 3.1 / 2.5 / 2.4 / 2.4 s. Each chunk is a parallel
-# region of thin products, so small chunks pay per chunk; 256 tokens (32 MiB) takes nearly all of
-# the gain at half the memory of 512.
-LCE_CHUNK_BYTES = 32 << 20
+# The step is bound by its three matrix products; each chunk's products are thin (K = tokens per
+# chunk for the weight's gradient), and thin products run below the BLAS's peak. Measured (CPU
+# seconds, N=2048, D=512, V=32000 float32, medians of interleaved rounds on the project's loaded
+# 2-core machine): the three products alone took 3.09 / 2.57 / 2.37 / 2.31 s at 128 / 256 / 512 /
+# 1024 tokens per chunk, and the whole step (2 threads) 3.9 / 3.0 / 2.9 s at 128 / 256 / 512.
+# 512 tokens (64 MiB at V = 32000) takes nearly all of the gain; its buffer is the step's only
+# temporary of that size (torch 2.13's chunked loss needed more extra memory in the same runs).
+LCE_CHUNK_BYTES = 64 << 20
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

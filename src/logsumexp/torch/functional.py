@@ -206,14 +206,14 @@ def linear_cross_entropy(
     class indices (or ``(..., V)`` probabilities); the classes are the last dimension of the
     logits. Options and formula as :func:`cross_entropy` (``class_weight`` is its ``weight``).
 
-    Memory: tokens are processed in chunks whose logits take about 32 MiB (one buffer, reused);
+    Memory: tokens are processed in chunks whose logits take about 64 MiB (one buffer, reused);
     with reduction "mean" or "sum" the gradients of hidden, weight (accumulated in float32) and bias are computed in the
     same pass, so forward + backward costs three matrix products (``6·N·D·V`` FLOPs), the floor.
     With reduction "none" the backward recomputes each chunk's logits (one product more).
     The gradients are computed during the forward pass whenever grad mode is on and an input
     requires grad (``class_weight`` included). The returned LSE is not differentiable.
 
-    ``chunk_size`` sets the tokens per chunk (default: 32 MiB of logits). ``fp32_weight_grad`` is
+    ``chunk_size`` sets the tokens per chunk (default: 64 MiB of logits). ``fp32_weight_grad`` is
     for the GPU kernels; on CPU the weight's gradient is always accumulated in float32 (float64
     for float64). With reduction "mean" or "sum" the gradients computed in the forward pass are
     handed to the first backward (so that ``weight.grad`` is that buffer, not a copy of it); a
