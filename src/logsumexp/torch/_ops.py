@@ -4,7 +4,8 @@ Why three pieces per operator:
 
 - The **custom op** (namespace ``logsumexp``) holds the chunked CPU arithmetic of
   :mod:`._cpu_impl`. ``torch.compile`` records it as one opaque node (no graph break on the Python
-  chunk loops); its **fake** gives the compiler the output shapes and dtypes.
+  chunk loops); its **fake** gives the compiler the output shapes and dtypes. Eager calls on
+  plain tensors run the op's body directly (see :func:`_call`).
 - The **autograd** is one ``setup_context`` and one ``backward`` per operator, used twice: by a
   ``torch.autograd.Function`` that eager calls go through (``torch.library.register_autograd``
   alone would not do there: the Function it generates has no ``setup_context`` in torch 2.13,
