@@ -6,7 +6,7 @@ autograd Functions and the kernel launchers readable, and validates every option
 
 from __future__ import annotations
 
-import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -42,26 +42,17 @@ class CrossEntropyOptions:
     return_lse: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(self.ignore_index).__name__}")
+        _check_int("ignore_index", self.ignore_index)
         if self.reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {self.reduction!r}")
-        _check_real("label_smoothing", self.label_smoothing)
-        if not 0.0 <= self.label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {self.label_smoothing}")
-        _check_real("z_loss", self.z_loss)
-        if not (self.z_loss >= 0.0 and math.isfinite(self.z_loss)):
-            raise ValueError(f"z_loss must be finite and >= 0, got {self.z_loss}")
+        _check_range("label_smoothing", self.label_smoothing, "in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+        _check_range("z_loss", self.z_loss, "finite and >= 0", lambda v: v >= 0.0)
         if self.softcap is not None:
-            _check_real("softcap", self.softcap)
-            if not (self.softcap > 0.0 and math.isfinite(self.softcap)):
-                raise ValueError(f"softcap must be finite and > 0 (or None), got {self.softcap}")
+            _check_range("softcap", self.softcap, "finite and > 0 (or None)", lambda v: v > 0.0)
         if _is_tensor(self.num_items):
             _check_count_tensor(self.num_items)
         elif self.num_items is not None:
-            _check_real("num_items", self.num_items)
-            if not self.num_items > 0:
-                raise ValueError(f"num_items must be > 0, got {self.num_items}")
+            _check_range("num_items", self.num_items, "finite and > 0", lambda v: v > 0.0)
         if self.num_items is not None and self.reduction != "mean":
             raise ValueError(
                 f"num_items replaces the mean's denominator, so it needs reduction='mean', "
@@ -71,15 +62,47 @@ class CrossEntropyOptions:
             raise TypeError(f"return_lse must be a bool, got {type(self.return_lse).__name__}")
 
 
-def _check_real(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+# Class indices are stored as int64 by every backend: an ignore_index outside it can match nothing
+# and would overflow when handed to a kernel, so it is refused here, by name.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _symbolic(value: object) -> bool:
+    """True for torch's symbolic numbers (``torch.compile(dynamic=True)`` traces floats as SymFloat).
+
+    torch is only looked up, never imported: this module stays importable without it.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, (torch.SymInt, torch.SymFloat))
+
+
+def _check_int(name: str, value: object) -> None:
+    if _symbolic(value) and type(value).__name__ == "SymInt":
+        return  # a traced int: its value is only known when the graph runs (int64 by construction)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {value}")
+
+
+def _check_range(name: str, value: object, expected: str, ok) -> None:
+    """A real number, finite, for which ``ok`` holds; the error names the argument.
+
+    Only ``<=`` comparisons are used, never ``math.isfinite`` or ``float()``: under
+    ``torch.compile(dynamic=True)`` a float option is a symbolic SymFloat, which comparisons turn
+    into guards but ``isfinite`` cannot take; and a Python int beyond the float range compares
+    exactly instead of overflowing in a conversion.
+    """
+    if not _symbolic(value) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    finite = -_FLOAT_MAX <= value <= _FLOAT_MAX  # False for ±inf and NaN
+    if not (finite and ok(value)):
+        raise ValueError(f"{name} must be {expected}, got {value}")
 
 
 def _is_tensor(value: object) -> bool:
     # torch is only looked up, never imported here: this module stays importable without it.
-    import sys
-
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
 

@@ -46,9 +46,39 @@ def test_linear_cross_entropy_gradcheck(reduction):
 
     def f(h, w, b):
         return L.linear_cross_entropy(h, w, t, b, reduction=reduction, label_smoothing=0.1,
-                                      z_loss=0.01, softcap=4.0)
+                                      z_loss=0.01, softcap=4.0, allow_retain_graph=True)
 
     assert torch.autograd.gradcheck(f, (_x(5, 3, seed=1), _x(7, 3, seed=2), b))
+
+
+def test_linear_cross_entropy_hands_its_weight_gradient_over_without_a_copy():
+    """weight.grad is the buffer accumulated in the forward pass; a second backward then says why
+    it cannot run (as torch's chunked loss does), unless allow_retain_graph=True."""
+    from logsumexp.torch import _cpu_impl
+
+    h, w = _x(6, 3, seed=1), _x(9, 3, seed=2)
+    t = torch.tensor([0, 8, 3, -100, 1, 2])
+    buffers = []
+    real = _cpu_impl.linear_cross_entropy
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        buffers.append(out.weight.data_ptr())
+        return out
+
+    _cpu_impl.linear_cross_entropy = spy
+    try:
+        loss = L.linear_cross_entropy(h, w, t)
+    finally:
+        _cpu_impl.linear_cross_entropy = real
+    loss.backward(retain_graph=True)
+    assert w.grad.data_ptr() == buffers[0]
+    with pytest.raises(RuntimeError, match="allow_retain_graph"):
+        loss.backward()
+    kept = L.linear_cross_entropy(h, w, t, reduction="sum", allow_retain_graph=True)
+    (g1,) = torch.autograd.grad(kept, w, retain_graph=True)
+    (g2,) = torch.autograd.grad(kept * 2.0, w)
+    torch.testing.assert_close(g2, 2.0 * g1, rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax"])

@@ -294,24 +294,73 @@ class _FakeCuda(torch.Tensor):
         return True
 
 
-def test_cuda_tensors_dispatch_to_triton_face(monkeypatch):
+def _fake_triton(calls):
+    """A stand-in for ``logsumexp.triton`` that records the row calls it gets."""
+
+    def record(name, result):
+        return lambda *a, **k: calls.append((name, a, k)) or result
+
+    return types.SimpleNamespace(
+        cross_entropy_rows=record("cross_entropy_rows", torch.tensor(1.5)),
+        linear_cross_entropy_rows=record("linear_cross_entropy_rows", torch.tensor(2.5)),
+        logsumexp_rows=record("logsumexp_rows", torch.zeros(6)),
+        softmax_rows=record("softmax_rows", torch.zeros(6, 3)),
+    )
+
+
+def test_cuda_rows_dispatch_to_triton_rows(monkeypatch):
     calls = []
-    fake = types.ModuleType("logsumexp.triton")
-    fake.cross_entropy = lambda *a, **k: calls.append(("cross_entropy", k)) or "ce"
-    fake.logsumexp = lambda *a, **k: calls.append(("logsumexp", k)) or "lse"
-    monkeypatch.setitem(sys.modules, "logsumexp.triton", fake)
+    monkeypatch.setattr(LF, "_TRITON", _fake_triton(calls))
+    x = torch.Tensor._make_subclass(_FakeCuda, torch.zeros(2, 3, 3))
+    t = torch.zeros(2, 3, dtype=torch.long)
+    assert L.cross_entropy(x, t, None, None, 0, z_loss=0.1, inplace_backward=True).item() == 1.5
+    name, args, kw = calls[-1]
+    assert name == "cross_entropy_rows" and kw == {"inplace_backward": True}
+    logits, target, weight, opts = args
+    assert logits.shape == (6, 3) and target.shape == (6,) and weight is None  # rows, classes last
+    assert opts == L.CrossEntropyOptions(ignore_index=0, z_loss=0.1)  # one options object
+    assert L.logsumexp(x, 1).shape == (2, 3) and calls[-1][0] == "logsumexp_rows"
+    assert calls[-1][1][0].shape == (6, 3)
+    assert L.log_softmax(x, 1).shape == (2, 3, 3) and calls[-1][1][1] is True
+    h = torch.Tensor._make_subclass(_FakeCuda, torch.zeros(2, 3, 4))
+    w = torch.zeros(5, 4)
+    assert L.linear_cross_entropy(h, w, t, chunk_size=7).item() == 2.5
+    name, args, kw = calls[-1]
+    assert args[0].shape == (6, 4) and kw == {"fp32_weight_grad": None, "chunk_size": 7}
+    # CPU tensors never go there, even with the Triton face present.
+    n = len(calls)
+    assert isinstance(L.cross_entropy(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)), torch.Tensor)
+    assert len(calls) == n
+
+
+def test_triton_face_is_looked_up_at_import_not_in_the_call(monkeypatch):
+    """The dispatch reads a module global: nothing is imported inside a traced function."""
+    import builtins
+    import importlib
+
+    names = []
+    real_import = builtins.__import__
+
+    def recording_import(name, *args, **kwargs):
+        names.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", recording_import)
+    real_import_module = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a, **k: names.append(name) or real_import_module(name, *a, **k))
     x = torch.Tensor._make_subclass(_FakeCuda, torch.zeros(2, 3))
-    t = torch.zeros(2, dtype=torch.long)
-    assert L.cross_entropy(x, t, z_loss=0.1) == "ce"
-    assert L.logsumexp(x, 1) == "lse"
-    assert calls[0] == ("cross_entropy", dict(z_loss=0.1, softcap=None, num_items=None, return_lse=False, inplace_backward=False))
-    # CPU tensors never go there.
-    assert isinstance(L.cross_entropy(torch.zeros(2, 3), t), torch.Tensor)
+    L.cross_entropy(x, torch.zeros(2, dtype=torch.long))
+    L.softmax(x)
+    assert not [n for n in names if n.startswith("logsumexp")]
 
 
 def test_missing_triton_face_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "logsumexp.triton", None)  # makes the import fail
-    assert LF._triton_or_none() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert LF._load_triton() is None
+    monkeypatch.setattr(LF, "_TRITON", None)
+    x = torch.Tensor._make_subclass(_FakeCuda, torch.zeros(2, 3))
+    assert LF._rows_backend(x) is None  # CUDA tensors without Triton run the torch operators
 
 
 # --------------------------------------------------------------------------- against the array core

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch", reason="the torch face needs PyTorch")
 F = torch.nn.functional
 
 import logsumexp.torch as L  # noqa: E402
-from logsumexp.torch import _impl  # noqa: E402
+from logsumexp.torch import _cpu_impl  # noqa: E402
 
 F64 = dict(rtol=1e-11, atol=1e-12)
 
@@ -16,7 +16,7 @@ F64 = dict(rtol=1e-11, atol=1e-12)
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 3 tokens (V = 19, float64), so that every test crosses chunk boundaries."""
-    monkeypatch.setattr(_impl, "LCE_CHUNK_BYTES", 3 * 19 * 8)
+    monkeypatch.setattr(_cpu_impl, "LCE_CHUNK_BYTES", 3 * 19 * 8)
 
 
 def _data(lead=(10,), d=4, v=19, seed=0, probs=False):
@@ -164,3 +164,21 @@ def test_frozen_projection_or_frozen_hidden(small_chunks, reduction):
     ref = _reference(h_frozen, w, b, t, reduction=reduction)
     for a, r in zip(torch.autograd.grad(ours.sum(), [w, b]), torch.autograd.grad(ref.sum(), [w, b])):
         torch.testing.assert_close(a, r, **F64)
+
+
+def test_fused_chunk_hands_special_rows_to_the_general_rules(small_chunks):
+    """A +inf bias (k classes at +inf share the mass) and a −inf bias on every class (no mass):
+    the in-place chunk path defers those chunks to the special-value rules of cross_entropy."""
+    h, w, _, t = _data(seed=6)
+    inf = float("inf")
+    for b in (torch.zeros(19, dtype=torch.float64).index_fill(0, torch.tensor([3, 7]), inf),
+              torch.full((19,), -inf, dtype=torch.float64)):
+        b = b.requires_grad_()
+        ours = L.linear_cross_entropy(h, w, t, b, reduction="none")
+        ref = L.cross_entropy(h @ w.T + b, t, reduction="none")
+        torch.testing.assert_close(ours, ref, **F64)
+        seed = torch.where(torch.isfinite(ref), 1.0, 0.0).to(ref.dtype)
+        got = torch.autograd.grad(ours, [h, w], seed)
+        want = torch.autograd.grad(ref, [h, w], seed)
+        for a, r in zip(got, want):
+            torch.testing.assert_close(a, r, **F64, equal_nan=True)

@@ -23,11 +23,12 @@ def _data(seed=0):
 
 def test_opcheck_cross_entropy_ops():
     g, x, t, w = _data()
-    torch.library.opcheck(_ops.cross_entropy_rows, (x, t, w, *OPTS))
-    lse = _ops.cross_entropy_rows(x, t, w, *OPTS)[1].detach()
-    torch.library.opcheck(
-        _ops.cross_entropy_rows_backward, (torch.ones(5, dtype=torch.float64), None, x.detach(), t, w, lse, *OPTS)
-    )
+    torch.library.opcheck(_ops.cross_entropy_rows_op, (x, t, w, *OPTS, False))
+    lse = _ops.cross_entropy_rows_op(x, t, w, *OPTS, False)[1].detach()
+    args = (torch.ones(5, dtype=torch.float64), None, x.detach(), t, w, lse, *OPTS)
+    torch.library.opcheck(_ops.cross_entropy_rows_backward_op, args)
+    torch.library.opcheck(_ops.cross_entropy_rows_backward_inplace_op,
+                          (*args[:2], x.detach().clone(), *args[3:]))
 
 
 def test_opcheck_linear_cross_entropy_ops():
@@ -35,23 +36,24 @@ def test_opcheck_linear_cross_entropy_ops():
     h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     W = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     scale = torch.tensor(0.25, dtype=torch.float64)
-    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, w, scale, *OPTS, True, True))
-    torch.library.opcheck(_ops.linear_cross_entropy, (h, W, None, t, None, None, *OPTS, False, False))
-    torch.library.opcheck(_ops.linear_cross_entropy, (h.detach(), W, None, t, None, scale, *OPTS, False, True))
+    op = _ops.linear_cross_entropy_op
+    torch.library.opcheck(op, (h, W, None, t, w, scale, *OPTS, True, True, False, 2, True))
+    torch.library.opcheck(op, (h, W, None, t, None, None, *OPTS, False, False, False, 0, False))
+    torch.library.opcheck(op, (h.detach(), W, None, t, None, scale, *OPTS, False, True, False, 0, True))
     torch.library.opcheck(
-        _ops.linear_cross_entropy_backward,
-        (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True),
+        _ops.linear_cross_entropy_backward_op,
+        (torch.ones(5, dtype=torch.float64), h.detach(), W.detach(), None, t, w, *OPTS, True, True,
+         True, 2),
     )
 
 
 def test_opcheck_lse_and_softmax_ops():
     _, x, _, _ = _data()
-    torch.library.opcheck(_ops.logsumexp_last, (x,))
-    torch.library.opcheck(_ops.softmax_last, (x, True))
-    torch.library.opcheck(_ops.softmax_last, (x, False))
-    y = torch.softmax(x.detach(), -1)
-    torch.library.opcheck(_ops.softmax_last_backward, (torch.ones_like(y), y, False))
-    torch.library.opcheck(_ops.logsumexp_last_backward, (torch.ones(5, dtype=torch.float64), x.detach(), torch.logsumexp(x.detach(), -1)))
+    torch.library.opcheck(_ops.logsumexp_last_op, (x,))
+    torch.library.opcheck(_ops.softmax_last_op, (x, True))
+    torch.library.opcheck(_ops.softmax_last_op, (x, False))
+    lse = torch.logsumexp(x.detach(), -1)
+    torch.library.opcheck(_ops.logsumexp_last_backward_op, (torch.ones(5, dtype=torch.float64), x.detach(), lse))
 
 
 class _Tiny(torch.nn.Module):
@@ -83,21 +85,24 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
-# Inductor's import chain (torch.utils.mkldnn) warns about torch.jit in torch 2.13 itself.
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_compile_inductor_fullgraph():
-    """The default backend (Inductor) too: ~40 s on 2 cores, so one small function only."""
-    torch._dynamo.reset()
-    lin = torch.nn.Linear(8, 13, dtype=torch.float64)
-    x = torch.randn(6, 8, dtype=torch.float64)
-    t = torch.tensor([0, 12, 3, -100, 5, 7])
+def test_eager_calls_run_the_bodies_without_the_op_dispatch(monkeypatch):
+    """Plain tensors and Parameters skip the custom-op dispatch (whose first call imports
+    torch._dynamo); a tensor subclass goes through the op."""
+    ran = []
+    for op in list(_ops._BODIES):
+        body = _ops._BODIES[op]
+        monkeypatch.setitem(_ops._BODIES, op, lambda *a, _b=body, _n=str(op): ran.append(_n) or _b(*a))
+    head = torch.nn.Linear(4, 7, bias=False)
+    h = torch.randn(5, 4, requires_grad=True)
+    t = torch.tensor([0, 6, 2, 3, -100])
+    L.linear_cross_entropy(h, head.weight, t, reduction="none").sum().backward()
+    L.cross_entropy(h @ head.weight.T, t).backward()
+    assert len(ran) == 4  # two forwards, two backwards, all through the bodies
+    ran.clear()
 
-    def f(x, t):
-        return L.cross_entropy(lin(x), t, z_loss=1e-3) + L.linear_cross_entropy(x, lin.weight, t, lin.bias)
+    class Sub(torch.Tensor):
+        pass
 
-    out = torch.compile(f, fullgraph=True)(x, t)
-    (g,) = torch.autograd.grad(out, lin.weight)
-    ref = f(x, t)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g, torch.autograd.grad(ref, lin.weight)[0], rtol=1e-12, atol=1e-12)
+    x = torch.Tensor._make_subclass(Sub, torch.randn(5, 7))
+    L.logsumexp(x, 1)
+    assert ran == []

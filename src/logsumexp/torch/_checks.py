@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._options import target_out_of_range
+
 
 @dataclass(frozen=True)
 class Rows:
@@ -102,11 +104,7 @@ def target_range(target: Tensor, n_classes: int, ignore_index: int) -> None:
     bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         pos = tuple(int(i) for i in bad.nonzero()[0])
-        value = int(target[pos])
-        raise IndexError(
-            f"target value {value} at position {pos} is out of range: class indices must be in "
-            f"[0, {n_classes}) or equal to ignore_index={ignore_index}"
-        )
+        raise target_out_of_range(int(target[pos]), pos, n_classes, ignore_index)
 
 
 def dim(name: str, value: object, ndim: int) -> int:
@@ -117,3 +115,51 @@ def dim(name: str, value: object, ndim: int) -> int:
     if not -size <= value < size:
         raise ValueError(f"{name}={value} is out of range for a tensor with {ndim} dimensions")
     return value % size
+
+
+def linear_rows(hidden: object, weight: object, bias: object, target: object) -> tuple:
+    """Validate ``linear_cross_entropy``'s tensors; return ``(hidden rows (N, D), weight, bias,
+    target rows, target shape)`` with the classes the last dimension of the logits."""
+    h = floating("hidden", hidden)
+    w = floating("weight", weight)
+    if h.ndim < 1 or w.ndim != 2 or w.shape[1] != h.shape[-1]:
+        raise ValueError(f"weight must have shape (V, {h.shape[-1] if h.ndim else 'D'}) for hidden "
+                         f"{tuple(h.shape)}, got {tuple(w.shape)}")
+    v = w.shape[0]
+    if v == 0:
+        raise ValueError("weight must have at least one class (row), got 0")
+    if w.dtype != h.dtype:
+        raise TypeError(f"weight must have hidden's dtype {h.dtype}, got {w.dtype}")
+    b = None
+    if bias is not None:
+        b = floating("bias", bias)
+        if b.shape != (v,) or b.dtype != h.dtype:
+            raise ValueError(f"bias must have shape ({v},) and dtype {h.dtype}, "
+                             f"got {tuple(b.shape)} {b.dtype}")
+    t = tensor("target", target)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"target must hold integer class indices or probabilities, got {t.dtype}")
+    probs = t.is_floating_point()
+    expected = tuple(h.shape[:-1]) + ((v,) if probs else ())
+    if tuple(t.shape) != expected:
+        raise ValueError(f"target must have shape {expected} for hidden {tuple(h.shape)} and "
+                         f"weight {tuple(w.shape)}, got {tuple(t.shape)}")
+    rows_t = t.reshape(-1, v) if probs else t.reshape(-1).long()
+    return h.reshape(-1, h.shape[-1]), w, b, rows_t, tuple(h.shape[:-1])
+
+
+def positive_int(name: str, value: object) -> int | None:
+    """None, or an int ≥ 1 (a chunk size)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def optional_bool(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool or None, got {type(value).__name__}")
+    return value

@@ -9,14 +9,15 @@ with every option of :func:`logsumexp.torch.cross_entropy` given its global mean
 How (one collective forward, none backward)
 -------------------------------------------
 1. Locally, one chunk of rows at a time (so the float32 / float64 working copy is a few MiB, never
-   the whole shard), each rank reduces its slice to the mergeable LogSumExp state of DESIGN.md §3:
+   the whole shard), each rank reduces its slice to the mergeable LogSumExp state
+   (max, lead, tail):
    ``m_r = max_c z_c`` and ``tail_r = Σ_{c ≠ argmax} exp(z_c − m_r)`` (``lead_r = 1``), and also
    the target logit ``z_t`` (the owning rank only, 0 elsewhere) and, with label smoothing,
    ``a_r = Σ_{c ∈ r} w_c (m_r − z_c) ≥ 0``.
 2. **One** ``all_gather`` of a small float64 ``[N + 3, 5]`` tensor per rank (those four columns,
    the target, and three rows of metadata: slice start and width, ``Σ_{c∈r} w_c``, the options).
 3. Every rank merges the ``world`` states in rank order with the one merge of
-   :mod:`logsumexp._online` (``M = max m_r``; equal maxima keep one lead and move the other into
+   :mod:`logsumexp.torch._cpu_impl` (``M = max m_r``; equal maxima keep one lead and move the other into
    the tail, so exactly one maximal element is left out of the tail *globally*), and gets the
    same ``LSE = M + log1p(tail)`` bit for bit.
 4. Backward needs **no** collective: the per-row global LSE was saved, so each rank's gradient is
@@ -44,14 +45,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat.torch as _xp
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .. import _online
-from . import _kernels as K
-from .._options import CrossEntropyOptions, Reduction
+from . import _cpu_impl as K
+from .._options import CrossEntropyOptions, Reduction, target_out_of_range
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -354,7 +353,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
         m_r = stats[..., _M]
         state = _merge_ranks(m_r, stats[..., _TAIL])
-        lse = _online.value(_xp, state)
+        lse = K.state_value(state)
         log1p_tail = torch.log1p(state.tail)
         big = state.m
 
@@ -548,13 +547,11 @@ def _all_gather(mine: Tensor, plan: VocabParallelOptions) -> Tensor:
     return out.reshape(plan.world, *mine.shape)
 
 
-def _merge_ranks(m: Tensor, tail: Tensor) -> _online.State:
-    """Fold the ranks' (max, lead, tail) states, in rank order, with the library's one merge."""
-    state = None
-    for r in range(m.shape[0]):
-        s = _online.State(m[r], (m[r] != -math.inf).to(m.dtype), tail[r])
-        state = s if state is None else _online.merge(_xp, state, s)
-    assert state is not None  # world ≥ 1 (not user input)
+def _merge_ranks(m: Tensor, tail: Tensor) -> K.RowState:
+    """Fold the ranks' (max, lead, tail) states, in rank order, with the torch face's one merge."""
+    state = K.RowState(m[0], (m[0] != -math.inf).to(m.dtype), tail[0])  # world >= 1
+    for r in range(1, m.shape[0]):
+        state = K.merge(state, K.RowState(m[r], (m[r] != -math.inf).to(m.dtype), tail[r]))
     return state
 
 
@@ -634,11 +631,8 @@ def _check_gathered(
     bad = (t != plan.ce.ignore_index) & ((t < 0) | (t >= n_classes))
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        raise IndexError(
-            f"target value {int(t[i])} at position {_position(i, target_shape)} is out of range: "
-            f"class indices must be in [0, {n_classes}) or equal to "
-            f"ignore_index={plan.ce.ignore_index}"
-        )
+        raise target_out_of_range(int(t[i]), _position(i, target_shape), n_classes,
+                                  plan.ce.ignore_index)
 
 
 def _position(flat: int, shape: torch.Size) -> tuple[int, ...]:

@@ -1,42 +1,54 @@
 """Functional face: cross-entropy (drop-in for ``torch.nn.functional.cross_entropy``), fused
-linear + cross-entropy, and LSE / softmax / log-softmax with the special-value rules of DESIGN.md §2.
+linear + cross-entropy, and LSE / softmax / log-softmax with the library's special-value rules.
 
-CPU tensors run the chunked pure-torch operators of this package. CUDA tensors go to
-``logsumexp.triton`` (same signatures) when it imports, else to the same torch operators.
+Every function validates its arguments once, builds one :class:`CrossEntropyOptions`, reshapes to
+rows ``(N, C)`` and then chooses the backend for those rows: the Triton kernels of
+``logsumexp.triton`` (their ``*_rows`` functions) for CUDA tensors when that package imports, else
+the chunked torch operators of this package (CPU, or CUDA without Triton).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from types import ModuleType
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import _autograd  # noqa: F401  (attaches the autograd formulas to the operators)
 from . import _checks, _ops
-from ._kernels import acc_dtype
+from ._cpu_impl import acc_dtype
 from .._options import CrossEntropyOptions, Reduction
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "log_softmax", "logsumexp", "softmax"]
 
 
-def _triton_or_none() -> ModuleType | None:
-    """``logsumexp.triton`` if it imports (Triton and a GPU build present), else None."""
+def _load_triton() -> ModuleType | None:
+    """``logsumexp.triton`` if this machine has CUDA and the package imports, else None.
+
+    Looked up once, when this module is imported, so that the dispatch inside a function that
+    ``torch.compile`` traces is a read of a module global (an import there breaks the graph).
+    """
+    if not torch.cuda.is_available():
+        return None
     try:
-        return importlib.import_module("logsumexp.triton")
+        from .. import triton as face
     except ImportError:
         return None
+    return face if hasattr(face, "cross_entropy_rows") else None
 
 
-def _on_cuda(*tensors: object) -> Any:
-    """The Triton face when the first tensor lives on a CUDA device and it is importable."""
-    first = tensors[0]
-    if isinstance(first, Tensor) and first.is_cuda:
-        return _triton_or_none()
-    return None
+_TRITON: ModuleType | None = _load_triton()
+
+
+def _rows_backend(rows: Tensor) -> ModuleType | None:
+    """The Triton face for rows on a CUDA device when it is available; None means torch ops."""
+    return _TRITON if rows.is_cuda and _TRITON is not None else None
+
+
+def _reduction(size_average: object, reduce: object, reduction: Reduction) -> Reduction:
+    """torch's legacy mapping: either of the two old flags given overrides ``reduction``."""
+    if size_average is None and reduce is None:
+        return reduction
+    return torch.nn._reduction.legacy_get_string(size_average, reduce)  # warns, as torch does
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -46,7 +58,9 @@ def cross_entropy(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
+    reduce: bool | None = None,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
@@ -54,6 +68,7 @@ def cross_entropy(
     softcap: float | None = None,
     num_items: float | Tensor | None = None,
     return_lse: bool = False,
+    inplace_backward: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Cross-entropy of logits against class indices or class probabilities.
 
@@ -67,9 +82,19 @@ def cross_entropy(
     ``"mean"`` divides the sum by ``Σ w_t`` over counted rows (torch's weighted mean; the number
     of rows for probability targets), or by ``num_items`` when given.
 
-    Extras: ``z_loss`` (PaLM auxiliary term, counted rows only, unweighted), ``softcap``
-    (logits become ``softcap·tanh(x/softcap)`` first, Gemma 2), ``num_items`` (number or 0-d
-    tensor), ``return_lse`` (also return the per-row LSE, float32 — float64 for float64 input).
+    torch's positional order is kept, legacy ``size_average``/``reduce`` included (mapped to
+    ``reduction`` as torch does, with its deprecation warning).
+
+    Extras (keyword only): ``z_loss`` (PaLM auxiliary term, counted rows only, unweighted),
+    ``softcap`` (logits become ``softcap·tanh(x/softcap)`` first, Gemma 2), ``num_items`` (number
+    or 0-d tensor), ``return_lse`` (also return the per-row LSE, float32 — float64 for float64
+    input), ``inplace_backward`` (the backward writes the gradient over the logits' storage instead
+    of allocating a new ``N × C`` tensor, so ``input`` must not be used afterwards; on CPU when the
+    logits are contiguous rows and neither ``weight`` nor a probability target needs a gradient,
+    else it allocates as usual).
+
+    Gradients flow to ``input``, to probability targets and to ``weight`` (if it requires grad),
+    with second derivatives (``create_graph=True``, ``torch.func``) with respect to ``input``.
 
     Stability: ``−log p_t = (m − x_t) + log1p(Σ_{i≠argmax} exp(x_i − m))``, ``m = max x``: no
     overflow, and a confident prediction keeps its relative accuracy. The backward pass
@@ -98,35 +123,30 @@ def cross_entropy(
     """
     opts = CrossEntropyOptions(
         ignore_index=ignore_index,
-        reduction=reduction,
+        reduction=_reduction(size_average, reduce, reduction),
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
         num_items=num_items,
         return_lse=return_lse,
     )
+    if not isinstance(inplace_backward, bool):
+        raise TypeError(f"inplace_backward must be a bool, got {type(inplace_backward).__name__}")
     rows = _checks.cross_entropy_rows(input, target)
     n_cls = rows.logits.shape[-1]
     w = _checks.class_weight("weight", weight, n_cls)
-    _checks.target_range(target, n_cls, ignore_index)
-    triton_face = _on_cuda(input)
+    _checks.target_range(target, n_cls, opts.ignore_index)  # positions in the caller's shape
+    triton_face = _rows_backend(rows.logits)
     if triton_face is not None:
-        return triton_face.cross_entropy(
-            input, target, weight, ignore_index, reduction, label_smoothing, z_loss=z_loss,
-            softcap=softcap, num_items=num_items, return_lse=return_lse, inplace_backward=False,
+        out = triton_face.cross_entropy_rows(
+            rows.logits.contiguous(), rows.target, w, opts, inplace_backward=inplace_backward
         )
-    return _cross_entropy(rows, w, opts)
-
-
-def _op_options(opts: CrossEntropyOptions) -> tuple[int, float, float, float | None]:
-    """The flat tail of every operator schema, from the one options object."""
-    softcap = None if opts.softcap is None else float(opts.softcap)
-    return opts.ignore_index, float(opts.label_smoothing), float(opts.z_loss), softcap
-
-
-def _cross_entropy(rows: _checks.Rows, weight: Tensor | None, opts: CrossEntropyOptions):
-    losses, lse = _ops.cross_entropy_rows(rows.logits, rows.target, weight, *_op_options(opts))
-    loss = _reduce(losses, rows, weight, opts)
+        loss, lse = out if opts.return_lse else (out, None)
+        if opts.reduction == "none":
+            loss = loss.reshape(rows.shape)
+        return (loss, lse.reshape(rows.shape)) if opts.return_lse else loss
+    losses, lse = _ops.cross_entropy_rows(rows.logits, rows.target, w, opts, inplace_backward)
+    loss = _reduce(losses, rows, w, opts)
     return (loss, lse.reshape(rows.shape)) if opts.return_lse else loss
 
 
@@ -176,6 +196,9 @@ def linear_cross_entropy(
     softcap: float | None = None,
     num_items: float | Tensor | None = None,
     return_lse: bool = False,
+    fp32_weight_grad: bool | None = None,
+    chunk_size: int | None = None,
+    allow_retain_graph: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the full logits matrix.
 
@@ -183,12 +206,19 @@ def linear_cross_entropy(
     class indices (or ``(..., V)`` probabilities); the classes are the last dimension of the
     logits. Options and formula as :func:`cross_entropy` (``class_weight`` is its ``weight``).
 
-    Memory: tokens are processed in chunks whose logits take about 64 MiB; with reduction "mean"
-    or "sum" the gradients of hidden, weight (accumulated in float32) and bias are computed in the
+    Memory: tokens are processed in chunks whose logits take about 64 MiB (one buffer, reused);
+    with reduction "mean" or "sum" the gradients of hidden, weight (accumulated in float32) and bias are computed in the
     same pass, so forward + backward costs three matrix products (``6·N·D·V`` FLOPs), the floor.
     With reduction "none" the backward recomputes each chunk's logits (one product more).
     The gradients are computed during the forward pass whenever grad mode is on and an input
-    requires grad. The returned LSE is not differentiable.
+    requires grad (``class_weight`` included). The returned LSE is not differentiable.
+
+    ``chunk_size`` sets the tokens per chunk (default: 64 MiB of logits). ``fp32_weight_grad`` is
+    for the GPU kernels; on CPU the weight's gradient is always accumulated in float32 (float64
+    for float64). With reduction "mean" or "sum" the gradients computed in the forward pass are
+    handed to the first backward (so that ``weight.grad`` is that buffer, not a copy of it); a
+    second backward through the same graph (``retain_graph=True``, ``gradcheck``) raises unless
+    ``allow_retain_graph=True`` (CPU path; one more tensor of the weight's size kept).
 
     Examples
     --------
@@ -214,69 +244,32 @@ def linear_cross_entropy(
         num_items=num_items,
         return_lse=return_lse,
     )
-    h, w, b = _linear_args(hidden, weight, bias)
+    fp32_weight_grad = _checks.optional_bool("fp32_weight_grad", fp32_weight_grad)
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    if not isinstance(allow_retain_graph, bool):
+        raise TypeError(f"allow_retain_graph must be a bool, got {type(allow_retain_graph).__name__}")
+    h, w, b, tgt, shape = _checks.linear_rows(hidden, weight, bias, target)
     v = w.shape[0]
-    tgt = _checks.tensor("target", target)
-    probs = tgt.is_floating_point()
-    expected = tuple(h.shape[:-1]) + ((v,) if probs else ())
-    if tuple(tgt.shape) != expected:
-        raise ValueError(f"target must have shape {expected} for hidden {tuple(h.shape)} and "
-                         f"weight {tuple(w.shape)}, got {tuple(tgt.shape)}")
-    if tgt.dtype == torch.bool or tgt.is_complex():
-        raise TypeError(f"target must hold integer class indices or probabilities, got {tgt.dtype}")
     cw = _checks.class_weight("class_weight", class_weight, v)
-    _checks.target_range(tgt, v, ignore_index)
-    triton_face = _on_cuda(hidden)
+    _checks.target_range(target, v, opts.ignore_index)
+    triton_face = _rows_backend(h)
     if triton_face is not None:
-        return triton_face.linear_cross_entropy(
-            hidden, weight, target, bias, class_weight=class_weight, ignore_index=ignore_index,
-            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-            num_items=num_items, return_lse=return_lse,
+        out = triton_face.linear_cross_entropy_rows(
+            h.contiguous(), w, tgt, b, cw, opts, fp32_weight_grad=fp32_weight_grad,
+            chunk_size=chunk_size,
         )
-    return _linear_cross_entropy(h, w, b, tgt, cw, opts)
-
-
-def _linear_args(hidden: object, weight: object, bias: object) -> tuple[Tensor, Tensor, Tensor | None]:
-    h = _checks.floating("hidden", hidden)
-    w = _checks.floating("weight", weight)
-    if h.ndim < 1 or w.ndim != 2 or w.shape[1] != h.shape[-1]:
-        raise ValueError(f"weight must have shape (V, {h.shape[-1] if h.ndim else 'D'}) for hidden "
-                         f"{tuple(h.shape)}, got {tuple(w.shape)}")
-    if w.shape[0] == 0:
-        raise ValueError("weight must have at least one class (row), got 0")
-    if w.dtype != h.dtype:
-        raise TypeError(f"weight must have hidden's dtype {h.dtype}, got {w.dtype}")
-    if bias is None:
-        return h, w, None
-    b = _checks.floating("bias", bias)
-    if b.shape != (w.shape[0],) or b.dtype != h.dtype:
-        raise ValueError(f"bias must have shape ({w.shape[0]},) and dtype {h.dtype}, "
-                         f"got {tuple(b.shape)} {b.dtype}")
-    return h, w, b
-
-
-def _linear_cross_entropy(h, w, b, tgt, cw, opts: CrossEntropyOptions):
-    rows = _checks.Rows(h.reshape(-1, h.shape[-1]), _flat_target(tgt, w.shape[0]), tuple(tgt.shape))
-    shape = tuple(h.shape[:-1])
-    acc = acc_dtype(h.dtype)
-    scale = None
-    if opts.reduction == "sum":
-        scale = h.new_ones((), dtype=acc)
-    elif opts.reduction == "mean":
-        scale = 1.0 / _as_tensor(_safe_den(_denominator(rows.target, cw, opts)), h)
-    grad_on = torch.is_grad_enabled()
-    grad_h = grad_on and h.requires_grad
-    grad_w = grad_on and (w.requires_grad or (b is not None and b.requires_grad))
-    loss, lse, *_ = _ops.linear_cross_entropy(
-        rows.logits, w, b, rows.target, cw, scale, *_op_options(opts), grad_h, grad_w
-    )
+        loss, lse = out if opts.return_lse else (out, None)
+    else:
+        scale = None
+        if opts.reduction == "sum":
+            scale = h.new_ones((), dtype=acc_dtype(h.dtype))
+        elif opts.reduction == "mean":
+            scale = 1.0 / _as_tensor(_safe_den(_denominator(tgt, cw, opts)), h)
+        loss, lse = _ops.linear_cross_entropy(h, w, b, tgt, cw, scale, opts, chunk_size or 0,
+                                              allow_retain_graph)
     if opts.reduction == "none":
         loss = loss.reshape(shape)
     return (loss, lse.detach().reshape(shape)) if opts.return_lse else loss
-
-
-def _flat_target(tgt: Tensor, v: int) -> Tensor:
-    return tgt.reshape(-1, v) if tgt.is_floating_point() else tgt.reshape(-1).long()
 
 
 def _safe_den(den: Tensor | float) -> Tensor | float:
@@ -328,23 +321,34 @@ def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
     (-inf, tensor([0., 0.]))
     """
     t, d = _last_dim("x", x, dim)
-    triton_face = _on_cuda(t)
-    if triton_face is not None:
-        return triton_face.logsumexp(t, d, keepdim)
     src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
-    out = _ops.logsumexp_last(src).to(t.dtype)
+    rows = _as_rows(src)
+    triton_face = _rows_backend(rows)
+    if triton_face is not None and rows.shape[-1] > 0:
+        out = triton_face.logsumexp_rows(rows.contiguous())
+    else:
+        out = _ops.logsumexp_last(rows)
+    out = out.to(t.dtype).reshape(src.shape[:-1])
     if t.ndim == 0:
         return out.reshape(())
     return out.unsqueeze(d) if keepdim else out
 
 
+def _as_rows(src: Tensor) -> Tensor:
+    """``(N, C)`` view of a tensor whose last dimension is the reduced one (zero sizes allowed)."""
+    return src.flatten(0, -2) if src.ndim > 1 else src.unsqueeze(0)
+
+
 def _softmax(x: Tensor, dim: int, log: bool) -> Tensor:
     t, d = _last_dim("x", x, dim)
-    triton_face = _on_cuda(t)
-    if triton_face is not None:
-        return (triton_face.log_softmax if log else triton_face.softmax)(t, d)
     src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
-    out = _ops.softmax_last(src, log)
+    rows = _as_rows(src)
+    triton_face = _rows_backend(rows)
+    if triton_face is not None and rows.numel() > 0:
+        out = triton_face.softmax_rows(rows.contiguous(), log)
+    else:
+        out = _ops.softmax_last(rows, log)
+    out = out.reshape(src.shape)
     return out.reshape(()) if t.ndim == 0 else out.movedim(-1, d)
 
 

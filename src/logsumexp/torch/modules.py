@@ -1,44 +1,85 @@
-"""``nn.Module`` faces of the losses: thin wrappers that check their options once, in ``__init__``."""
+"""``nn.Module`` faces of the losses: one shared base holding torch's mutable attributes.
+
+As in ``torch.nn.CrossEntropyLoss``, ``ignore_index``, ``reduction``, ``label_smoothing`` (and our
+``z_loss``, ``softcap``, ``return_lse``) are plain attributes and the class weights a buffer:
+assigning one after construction changes the next call. The options are checked once in
+``__init__`` (an early error) and again, by the function, on every call (so an assigned value is
+checked too; it is a handful of comparisons).
+"""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from torch import Tensor, nn
 
 from . import _checks
 from .._options import CrossEntropyOptions, Reduction
-from .functional import cross_entropy, linear_cross_entropy
+from .functional import _reduction, cross_entropy, linear_cross_entropy
 
 
-def _repr(opts: CrossEntropyOptions, has_weight: bool) -> str:
-    parts = [f"ignore_index={opts.ignore_index}", f"reduction={opts.reduction!r}"]
-    if opts.label_smoothing:
-        parts.append(f"label_smoothing={opts.label_smoothing}")
-    if opts.z_loss:
-        parts.append(f"z_loss={opts.z_loss}")
-    if opts.softcap is not None:
-        parts.append(f"softcap={opts.softcap}")
-    if opts.return_lse:
-        parts.append("return_lse=True")
-    if has_weight:
-        parts.append("weighted=True")
-    return ", ".join(parts)
+class _CrossEntropyBase(nn.Module):
+    """Shared attributes, checks and ``repr`` of the two losses; ``_weight_name`` names the buffer."""
+
+    _weight_name = "weight"
+
+    def __init__(
+        self,
+        weight: Tensor | None,
+        ignore_index: int,
+        reduction: Reduction,
+        label_smoothing: float,
+        z_loss: float,
+        softcap: float | None,
+        return_lse: bool,
+    ) -> None:
+        super().__init__()
+        if weight is not None:
+            w = _checks.floating(self._weight_name, weight)
+            if w.ndim != 1:
+                raise ValueError(f"{self._weight_name} must be 1-d (one weight per class), "
+                                 f"got shape {tuple(w.shape)}")
+        self.register_buffer(self._weight_name, weight)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.return_lse = return_lse
+        self.options  # noqa: B018  (validates now rather than at the first call)
+
+    @property
+    def options(self) -> CrossEntropyOptions:
+        """The current attributes as one validated :class:`CrossEntropyOptions`."""
+        return CrossEntropyOptions(
+            ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            return_lse=self.return_lse,
+        )
+
+    def _keywords(self, num_items: float | Tensor | None) -> dict:
+        return dict(ignore_index=self.ignore_index, reduction=self.reduction,
+                    label_smoothing=self.label_smoothing, z_loss=self.z_loss,
+                    softcap=self.softcap, num_items=num_items, return_lse=self.return_lse)
+
+    def extra_repr(self) -> str:
+        parts = [f"ignore_index={self.ignore_index}", f"reduction={self.reduction!r}"]
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        if self.z_loss:
+            parts.append(f"z_loss={self.z_loss}")
+        if self.softcap is not None:
+            parts.append(f"softcap={self.softcap}")
+        if self.return_lse:
+            parts.append("return_lse=True")
+        if getattr(self, self._weight_name) is not None:
+            parts.append("weighted=True")
+        return ", ".join(parts)
 
 
-def _setup(module: nn.Module, weight_name: str, weight: Tensor | None, **options: object) -> None:
-    """Validate the options once (``module.options``) and register the class weights as a buffer."""
-    module.options = CrossEntropyOptions(**options)  # type: ignore[arg-type]
-    if weight is not None:
-        w = _checks.floating(weight_name, weight)
-        if w.ndim != 1:
-            raise ValueError(f"{weight_name} must be 1-d (one weight per class), got shape {tuple(w.shape)}")
-    module.register_buffer(weight_name, weight)
-
-
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(_CrossEntropyBase):
     """Module form of :func:`logsumexp.torch.cross_entropy` (drop-in for ``nn.CrossEntropyLoss``).
 
+    torch's positional order ``(weight, size_average, ignore_index, reduce, reduction,
+    label_smoothing)`` with its mutable attributes; extras keyword-only.
     ``forward(input, target, num_items=None)``; ``num_items`` (number or 0-d tensor) divides the
     summed loss instead of the mean's denominator, e.g. the token count of a whole accumulated batch.
 
@@ -49,8 +90,9 @@ class CrossEntropyLoss(nn.Module):
     >>> loss_fn = CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-4)
     >>> loss_fn
     CrossEntropyLoss(ignore_index=-100, reduction='mean', label_smoothing=0.1, z_loss=0.0001)
+    >>> loss_fn.reduction = "none"
     >>> loss_fn(torch.zeros(2, 3), torch.tensor([0, 2])).shape
-    torch.Size([])
+    torch.Size([2])
     """
 
     weight: Tensor | None
@@ -58,7 +100,9 @@ class CrossEntropyLoss(nn.Module):
     def __init__(
         self,
         weight: Tensor | None = None,
+        size_average: bool | None = None,
         ignore_index: int = -100,
+        reduce: bool | None = None,
         reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         *,
@@ -66,29 +110,22 @@ class CrossEntropyLoss(nn.Module):
         softcap: float | None = None,
         return_lse: bool = False,
     ) -> None:
-        super().__init__()
-        _setup(self, "weight", weight, ignore_index=ignore_index, reduction=reduction,
-               label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, return_lse=return_lse)
+        super().__init__(weight, ignore_index, _reduction(size_average, reduce, reduction),
+                         label_smoothing, z_loss, softcap, return_lse)
 
     def forward(
         self, input: Tensor, target: Tensor, num_items: float | Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        o = self.options if num_items is None else replace(self.options, num_items=num_items)
-        return cross_entropy(
-            input, target, self.weight, o.ignore_index, o.reduction, o.label_smoothing,
-            z_loss=o.z_loss, softcap=o.softcap, num_items=o.num_items, return_lse=o.return_lse,
-        )
-
-    def extra_repr(self) -> str:
-        return _repr(self.options, self.weight is not None)
+        return cross_entropy(input, target, self.weight, **self._keywords(num_items))
 
 
-class LinearCrossEntropyLoss(nn.Module):
+class LinearCrossEntropyLoss(_CrossEntropyBase):
     """Module form of :func:`logsumexp.torch.linear_cross_entropy`: the loss of a projection.
 
     ``forward(hidden, weight, target, bias=None, num_items=None)`` with the projection's
     ``weight`` (e.g. ``lm_head.weight``) passed in, so that the module owns no parameter and the
-    full logits are never built.
+    full logits are never built. Attributes as :class:`CrossEntropyLoss` (the class weights are
+    the ``class_weight`` buffer), plus ``chunk_size`` and ``fp32_weight_grad``.
 
     Examples
     --------
@@ -101,6 +138,7 @@ class LinearCrossEntropyLoss(nn.Module):
     """
 
     class_weight: Tensor | None
+    _weight_name = "class_weight"
 
     def __init__(
         self,
@@ -112,10 +150,13 @@ class LinearCrossEntropyLoss(nn.Module):
         z_loss: float = 0.0,
         softcap: float | None = None,
         return_lse: bool = False,
+        chunk_size: int | None = None,
+        fp32_weight_grad: bool | None = None,
     ) -> None:
-        super().__init__()
-        _setup(self, "class_weight", class_weight, ignore_index=ignore_index, reduction=reduction,
-               label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, return_lse=return_lse)
+        super().__init__(class_weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+                         return_lse)
+        self.chunk_size = _checks.positive_int("chunk_size", chunk_size)
+        self.fp32_weight_grad = _checks.optional_bool("fp32_weight_grad", fp32_weight_grad)
 
     def forward(
         self,
@@ -125,13 +166,8 @@ class LinearCrossEntropyLoss(nn.Module):
         bias: Tensor | None = None,
         num_items: float | Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        o = self.options if num_items is None else replace(self.options, num_items=num_items)
         return linear_cross_entropy(
             hidden, weight, target, bias, class_weight=self.class_weight,
-            ignore_index=o.ignore_index, reduction=o.reduction,
-            label_smoothing=o.label_smoothing, z_loss=o.z_loss, softcap=o.softcap,
-            num_items=o.num_items, return_lse=o.return_lse,
+            chunk_size=self.chunk_size, fp32_weight_grad=self.fp32_weight_grad,
+            **self._keywords(num_items),
         )
-
-    def extra_repr(self) -> str:
-        return _repr(self.options, self.class_weight is not None)
