@@ -39,13 +39,6 @@ _RECOMPUTED_SOFTMAX = (
 TORCH_FACE_KNOWN_FAILURES: dict[str, str] = {
     "logsumexp-seed_pm1000": _RECOMPUTED_SOFTMAX,
     "cross_entropy-seed_pm1000": _RECOMPUTED_SOFTMAX,
-    **{
-        f"cross_entropy-{name}": _WEIGHT_GRAD
-        for name in (
-            "weight-mean", "weight-sum", "weight-none", "ignore_index_custom", "label_smoothing_weight",
-            "label_smoothing_ignore_none", "probabilities_smoothing_weight", "num_items_weight_ignore",
-        )
-    },
 }
 
 # Faces that accumulate float32 in float32 (the torch face) are held to a float32 tolerance a few ulp

@@ -95,6 +95,23 @@ def test_linear_cross_entropy_class_weight_gradient(reduction, kw):
         torch.testing.assert_close(a, b, **F64)
 
 
+@pytest.mark.parametrize("linear", [False, True], ids=["cross_entropy", "linear_cross_entropy"])
+def test_no_counted_weight_gives_loss_zero_and_no_gradient(linear):
+    """Every target's class weight is 0: the mean's denominator is 0, the loss is 0 by the contract,
+    and no input gets a gradient from that constant (a division by a stand-in 1 gave the class
+    weight Σ loss_i)."""
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    cw = torch.tensor([1.0, 0.5, 0.0, 2.0, 1.5], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([2, 2, 2, 2])
+    loss = (L.linear_cross_entropy(h, W, t, class_weight=cw) if linear
+            else L.cross_entropy(h @ W.T, t, cw))
+    assert loss.item() == 0.0
+    for grad in torch.autograd.grad(loss, [h, W, cw]):
+        assert torch.count_nonzero(grad) == 0
+
+
 # --------------------------------------------------------------------------- torch.func
 
 

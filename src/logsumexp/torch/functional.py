@@ -167,7 +167,10 @@ def _safe_divide(total: Tensor, den: Tensor | float) -> Tensor:
     if not isinstance(den, Tensor):
         return total / den if den > 0 else total * 0.0
     den = den.to(total.dtype)
-    return total / torch.where(den > 0, den, 1.0)
+    counted = den > 0
+    # A select, not a division by a stand-in 1: with no counted weight the loss is the constant 0, so
+    # nothing (the class weights included) gets a gradient from it.
+    return torch.where(counted, total / torch.where(counted, den, 1.0), torch.zeros_like(total))
 
 
 def _reduce(losses: Tensor, rows: _checks.Rows, weight: Tensor | None, opts: CrossEntropyOptions):
@@ -264,7 +267,8 @@ def linear_cross_entropy(
         if opts.reduction == "sum":
             scale = h.new_ones((), dtype=acc_dtype(h.dtype))
         elif opts.reduction == "mean":
-            scale = 1.0 / _as_tensor(_safe_den(_denominator(tgt, cw, opts)), h)
+            den = _as_tensor(_denominator(tgt, cw, opts), h)
+            scale = torch.where(den > 0, 1.0 / _safe_den(den), 0.0)  # no counted weight: loss 0, no gradient
         loss, lse = _ops.linear_cross_entropy(h, w, b, tgt, cw, scale, opts, chunk_size or 0,
                                               allow_retain_graph)
     if opts.reduction == "none":
