@@ -1,9 +1,11 @@
 """PyTorch face of logsumexp: stable, memory-frugal cross-entropy, LSE and softmax.
 
-``cross_entropy`` is a drop-in for ``torch.nn.functional.cross_entropy`` (plus ``z_loss``,
-``softcap``, ``num_items``, ``return_lse``); ``linear_cross_entropy`` never builds the full
-logits. All are ``torch.library`` operators (``torch.compile(fullgraph=True)`` traces them);
-CUDA tensors run the Triton kernels of ``logsumexp.triton`` when it is importable.
+``cross_entropy`` is a drop-in for ``torch.nn.functional.cross_entropy`` (torch's positional
+signature, plus ``z_loss``, ``softcap``, ``num_items``, ``return_lse``, ``inplace_backward``);
+``linear_cross_entropy`` never builds the full logits. On CPU they run as ``torch.library``
+operators (``torch.compile(fullgraph=True)``, static or dynamic shapes, traces them) with
+gradients for ``torch.func`` and second derivatives; CUDA tensors run the Triton kernels of
+``logsumexp.triton`` when it is importable (looked up once, at import).
 """
 
 from typing import Any
