@@ -201,3 +201,29 @@ def test_float32_without_x64_under_jit_and_grad(no_x64):
     want = sum(float(mp_lse(r.astype(np.float64))) for r in rows("float32"))
     assert float(v) == pytest.approx(want, rel=1e-6)
     np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [1e-50, 1e-300, 1e300])
+def test_temperature_outside_float32_range_without_x64(no_x64, t):
+    """Without x64 the core works in float32, where 1e-50 rounds to 0 and 1e300 to inf: the
+    temperature's limits hold under jit (arg max or uniform, never 0/0 = NaN), and so do the
+    gradients (finite)."""
+    x = jnp.asarray([[1.0, 2.0, -INF, 0.5], [3.0, 3.0, -1.0, -INF]], dtype=jnp.float32)
+    p = np.asarray(jax.jit(lambda v: lse.softmax(v, temperature=t))(x))
+    smax = np.asarray(jax.jit(lambda v: lse.smoothmax(v, axis=1, temperature=t))(x))
+    if t < 1:
+        np.testing.assert_array_equal(p, [[0, 1, 0, 0], [0.5, 0.5, 0, 0]])
+        np.testing.assert_array_equal(smax, [2.0, 3.0])
+    else:
+        np.testing.assert_allclose(p, [[1 / 3, 1 / 3, 0, 1 / 3], [1 / 3, 1 / 3, 1 / 3, 0]], rtol=3e-7)
+        np.testing.assert_array_equal(smax, [INF, INF])  # m + T·log 3 is above float32's range
+    grad = np.asarray(jax.jit(jax.grad(lambda v: lse.log_softmax(v, temperature=t)[:, 0].sum()))(x))
+    assert np.all(np.isfinite(grad))
+
+
+def test_tiny_temperature_gradient_under_jit_is_finite():
+    """softmax(x/T) with T = 1e-320: the gradient of the log-probability of the arg max is 0 (the
+    rows are one-hot), not NaN, under jax.grad and jit."""
+    x = jnp.asarray([[1.0, 2.0, 0.5]])
+    grad = np.asarray(jax.jit(jax.grad(lambda v: lse.log_softmax(v, temperature=1e-320)[0, 1]))(x))
+    np.testing.assert_array_equal(grad, [[0.0, 0.0, 0.0]])
