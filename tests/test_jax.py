@@ -227,3 +227,33 @@ def test_tiny_temperature_gradient_under_jit_is_finite():
     x = jnp.asarray([[1.0, 2.0, 0.5]])
     grad = np.asarray(jax.jit(jax.grad(lambda v: lse.log_softmax(v, temperature=1e-320)[0, 1]))(x))
     np.testing.assert_array_equal(grad, [[0.0, 0.0, 0.0]])
+
+
+def test_out_of_range_target_outside_jit_raises_numpys_index_error():
+    """A concrete target is checked as on NumPy, with the same message (a NaN row used to come back
+    silently, jit or not); under jax.grad of a function of the logits the target stays concrete."""
+    x, t = np.zeros((3, 4)), np.array([0, 7, -100])
+    with pytest.raises(IndexError) as numpy_error:
+        lse.cross_entropy(x, t)
+    for call in (
+        lambda: lse.cross_entropy(jnp.asarray(x), jnp.asarray(t)),
+        lambda: lse.cross_entropy(jnp.asarray(x), jnp.asarray(t), reduction="none"),
+        lambda: lse.cross_entropy_grad(jnp.asarray(x), jnp.asarray(t)),
+        lambda: jax.grad(lambda v: lse.cross_entropy(v, jnp.asarray(t)))(jnp.asarray(x)),
+    ):
+        with pytest.raises(IndexError) as jax_error:
+            call()
+        assert str(jax_error.value) == str(numpy_error.value)
+
+
+def test_out_of_range_target_under_jit_gives_a_nan_row():
+    """Inside jax.jit the target is a tracer: no exception is possible, so the bad row's loss and
+    gradient are NaN (and the mean NaN), the other rows exact."""
+    x, t = jnp.asarray(np.zeros((3, 4))), jnp.asarray(np.array([0, 7, -100]))
+    rows = np.asarray(jitted("ce_none")(x, t))
+    np.testing.assert_allclose(rows[[0, 2]], [math.log(4), 0.0], rtol=1e-15)
+    assert math.isnan(rows[1])
+    assert math.isnan(float(jax.jit(lambda v, u: lse.cross_entropy(v, u))(x, t)))
+    grad = np.asarray(jax.jit(jax.grad(lambda v, u: lse.cross_entropy(v, u, reduction="sum")))(x, t))
+    np.testing.assert_allclose(grad[0], [-0.75, 0.25, 0.25, 0.25], rtol=1e-15)
+    assert np.all(np.isnan(grad[1])) and np.all(grad[2] == 0)

@@ -141,6 +141,19 @@ def is_lazy(xp: Any) -> bool:
     return bool(array_api_compat.is_dask_namespace(xp) or array_api_compat.is_jax_namespace(xp))
 
 
+def is_concrete(xp: Any, a: Array) -> bool:
+    """Whether ``a``'s values can be read now: False for Dask graphs and for JAX tracers (inside
+    ``jax.jit``), True for JAX arrays outside a trace and for every eager backend. An argument
+    check that needs values (a target in range) runs on concrete arrays, even on JAX."""
+    if array_api_compat.is_dask_namespace(xp):
+        return False
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return not isinstance(a, jax.core.Tracer)
+    return True
+
+
 def is_dask(xp: Any) -> bool:
     return bool(array_api_compat.is_dask_namespace(xp))
 

@@ -68,8 +68,11 @@ def cross_entropy(
     Raises
     ------
     IndexError
-        A class index outside ``[0, C)`` that is not ``ignore_index`` (eager backends; on lazy
-        backends such as Dask that row's loss is NaN instead).
+        A class index outside ``[0, C)`` that is not ``ignore_index``, whenever the target's
+        values are known: every eager backend, and JAX outside ``jax.jit`` (``jax.grad`` of a
+        function of the logits included). Where they are not, in a Dask graph or a target traced
+        by ``jax.jit``, no exception can be raised: that row's loss (and its gradient) is NaN
+        instead, so the mean is NaN too, never a loss that looks right.
 
     Notes
     -----
@@ -211,8 +214,10 @@ def _index_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple[Array
     if p.smoothing > 0:
         smooth = _smoothing_sum(xp, p, m, log_rest)
         loss = loss + xp.where(valid, smooth, 0.0) * (p.smoothing / p.classes)
-    if out_of_range is not None:  # lazy backends: no eager check, the row says NaN instead
-        loss = xp.where(out_of_range, math.nan, loss)
+    if out_of_range is not None:  # values unknown (Dask, jax.jit): the row says NaN instead
+        # A NaN factor rather than a select, so that automatic differentiation gives that row a
+        # NaN gradient too (a select would hand it 0) while the other rows are multiplied by 1.
+        loss = loss * aa.fill(xp, out_of_range, math.nan, 1.0, loss)
     return loss, w_t
 
 
@@ -220,7 +225,7 @@ def _check_targets(xp: Any, p: _Prepared) -> tuple[Array, Array, Array | None]:
     t = p.target
     valid = t != p.ignore_index
     bad = valid & ((t < 0) | (t >= p.classes))
-    if aa.is_lazy(xp):
+    if not aa.is_concrete(xp, bad):  # Dask, or JAX under jit: the row says NaN instead
         return valid & ~bad, xp.where(bad | ~valid, 0, t), bad
     if bool(xp.any(bad)):
         flat = np.asarray(_to_numpy(bad)).reshape(-1)
