@@ -44,6 +44,7 @@ TORCH_FACE_KNOWN_FAILURES: dict[str, str] = {
         for name in (
             "weight-mean", "weight-sum", "weight-none", "ignore_index_custom", "label_smoothing_weight",
             "label_smoothing_ignore_none", "probabilities_smoothing_weight", "num_items_weight_ignore",
+            "posinf_gradient_weight_mean",
         )
     },
 }

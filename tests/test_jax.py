@@ -257,3 +257,41 @@ def test_out_of_range_target_under_jit_gives_a_nan_row():
     grad = np.asarray(jax.jit(jax.grad(lambda v, u: lse.cross_entropy(v, u, reduction="sum")))(x, t))
     np.testing.assert_allclose(grad[0], [-0.75, 0.25, 0.25, 0.25], rtol=1e-15)
     assert np.all(np.isnan(grad[1])) and np.all(grad[2] == 0)
+
+
+_POSINF_X = np.array([[0.0, INF, INF, 1.0], [0.0, INF, 2.0, -INF], [0.5, -1.0, 2.0, 0.0]])
+
+
+@pytest.mark.parametrize("target", [[1, 2, 0], [0, 1, 3]], ids=["on_inf_and_finite", "off_inf"])
+def test_cross_entropy_gradient_on_posinf_rows_is_softmax_minus_onehot(target):
+    """k logits at +inf: the softmax is 1/k there, and the gradient of the loss is softmax − onehot
+    (as lse.cross_entropy_grad gives), never 0 or NaN. The loss of such a row is computed from
+    constants, so it was 0 under jax.grad; the float64 reference is the NumPy gradient."""
+    t = np.array(target)
+    w = np.array([1.0, 2.0, 0.5, 1.5])
+    for weight, reduction in ((None, "mean"), (w, "mean"), (w, "sum")):
+        want = lse.cross_entropy_grad(_POSINF_X, t, weight=weight, reduction=reduction)
+        assert np.all(np.isfinite(want))
+
+        def loss(v, u, cls_w, reduction=reduction):
+            return lse.cross_entropy(v, u, weight=cls_w, reduction=reduction)
+
+        cls_w = None if weight is None else jnp.asarray(weight)
+        got = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(_POSINF_X), jnp.asarray(t), cls_w))
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-17)
+
+
+@pytest.mark.parametrize("options", [{"label_smoothing": 0.2}, {"probabilities": True}], ids=["smoothing", "probabilities"])
+def test_cross_entropy_gradient_on_posinf_rows_with_smoothing_or_probabilities(options):
+    """The same contract with label smoothing and with probability targets (mass only on the +inf
+    entries, so the loss is finite): (Σ coef)·softmax − coef, the NumPy cross_entropy_grad."""
+    x = np.array([[0.0, INF, INF, 1.0], [0.5, -1.0, 2.0, 0.0]])
+    if options.get("probabilities"):
+        t, kw = np.array([[0.0, 0.25, 0.75, 0.0], [0.1, 0.2, 0.3, 0.4]]), {}
+    else:
+        t, kw = np.array([1, 3]), options
+    want = lse.cross_entropy_grad(x, t, **kw)
+    got = np.asarray(jax.jit(jax.grad(lambda v, u: lse.cross_entropy(v, u, **kw)))(jnp.asarray(x), jnp.asarray(t)))
+    if kw:  # smoothing: every class has a coefficient, so the +inf row's loss is +inf; its gradient is finite
+        assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-17)
