@@ -437,6 +437,9 @@ def test_torch_autograd_through_the_core_on_posinf_rows_is_softmax_minus_onehot(
     np.testing.assert_allclose(grad.detach().numpy(), want, rtol=1e-15, atol=1e-17)
     (second,) = torch.autograd.grad(grad[2].sum(), x)
     assert torch.isfinite(second).all()
+    cls_w = None if w is None else torch.as_tensor(w)
+    functional = torch.func.grad(lambda v: lse.cross_entropy(v, torch.as_tensor(t), weight=cls_w))(x.detach())
+    np.testing.assert_allclose(functional.numpy(), want, rtol=1e-15, atol=1e-17)
 
 
 def test_posinf_rows_keep_their_loss_values_under_autograd():

@@ -355,6 +355,8 @@ def _torch_finite_with_unit_derivative() -> Any:
     import torch
 
     class Finite(torch.autograd.Function):
+        generate_vmap_rule = True  # forward is plain torch code: torch.func.vmap can batch it
+
         @staticmethod
         def forward(x: Any) -> Any:
             return torch.where(torch.isinf(x), torch.zeros_like(x), x)

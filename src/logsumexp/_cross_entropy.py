@@ -216,7 +216,7 @@ def _index_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple[Array
     if p.smoothing > 0:
         smooth = _smoothing_sum(xp, p, m, log_rest)
         loss = loss + xp.where(valid, smooth, 0.0) * (p.smoothing / p.classes)
-    if aa.has_autodiff(xp, p.x):
+    if _posinf_rows_need_gradient(xp, p, m):
         loss = loss + _posinf_row_gradient(xp, p, m, _index_coef(xp, p, valid, safe_t, w_t))
     if out_of_range is not None:  # values unknown (Dask, jax.jit): the row says NaN instead
         # A NaN factor rather than a select, so that automatic differentiation gives that row a
@@ -234,6 +234,14 @@ def _index_coef(xp: Any, p: _Prepared, valid: Array, safe_t: Array, w_t: Array) 
         cls_w = xp.ones((p.classes,), dtype=p.wide) if p.weight is None else p.weight
         coef = coef + xp.astype(valid, p.wide)[..., None] * (p.smoothing / p.classes) * cls_w
     return coef
+
+
+def _posinf_rows_need_gradient(xp: Any, p: _Prepared, m: Array) -> bool:
+    """Whether the +inf rows' surrogate is needed: a gradient may be taken (JAX, torch requiring
+    one) and, where values can be read (eager torch), some row really has a +inf logit."""
+    if not aa.has_autodiff(xp, p.x):
+        return False
+    return not aa.is_concrete(xp, m) or bool(xp.any(m == math.inf))
 
 
 def _posinf_row_gradient(xp: Any, p: _Prepared, m: Array, coef: Array) -> Array:
@@ -311,7 +319,7 @@ def _probability_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple
     coef = _probability_coef(xp, p)
     xs = shifted(xp, xp.astype(p.x, p.wide), m[..., None])
     loss = xp.sum(_times(xp, coef, -xs), axis=-1) + _times(xp, xp.sum(coef, axis=-1), log_rest)
-    if aa.has_autodiff(xp, p.x):
+    if _posinf_rows_need_gradient(xp, p, m):
         loss = loss + _posinf_row_gradient(xp, p, m, coef)
     return loss, xp.ones_like(loss)
 
