@@ -104,7 +104,7 @@ def _scaled(xp: Any, arr: Array, axes: tuple[int, ...], t: float) -> Array:
     are already −inf and stay −inf.
     """
     wide = aa.work_dtype(xp, arr, arr.dtype)
-    arr = xp.astype(arr, wide)
+    arr = xp.astype(arr, wide, copy=False)
     m = xp.max(arr, axis=axes, keepdims=True)
     with aa.quiet_fp():
         return divide_by_temperature(xp, shifted(xp, arr, m), t)

@@ -159,6 +159,10 @@ def divide_by_temperature(xp: Any, d: Array, t: float) -> Array:
         return xp.where((d == -math.inf) | xp.isnan(d), d, xp.zeros_like(d))
     if t < float(info.smallest_normal) * float(info.eps):  # below the smallest subnormal: T → 0
         return xp.where(d < 0, xp.full_like(d, -math.inf), d)  # 0 stays 0, NaN stays NaN
+    if aa.is_numpy(xp):
+        # NumPy keeps subnormals and runs inside the caller's errstate block: an overflow of the
+        # plain division is the −inf it should be. One pass.
+        return xp.divide(d, t)
     if t < float(info.smallest_normal):
         # A subnormal T is flushed to 0 by backends that flush subnormals (XLA on a CPU, GPUs),
         # and 0/0 is NaN: scale d and T by the same power of two (exact) so that T is normal.
