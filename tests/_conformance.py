@@ -375,6 +375,11 @@ def _cross_entropy_cases() -> list[Case]:
             reduction="none", grad=False),
         _ce("posinf_on_target", _a([[INF, INF, 0.0], [0.0, 1.0, 2.0]]), _i([0, 2]), tags=("special",),
             reduction="none", grad=False),
+        # k logits at +inf: softmax 1/k there, gradient softmax − onehot (autodiff faces included)
+        _ce("posinf_gradient", _a([[INF, INF, 0.0, -INF], [0.0, INF, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]]), _i([1, 1, 3]),
+            tags=("special",), reduction="none"),
+        _ce("posinf_gradient_weight_mean", _a([[INF, INF, 0.0, -INF], [0.0, 1.0, 2.0, 3.0]]), _i([0, 2]),
+            _a([1.0, 2.0, 0.5, 1.5]), tags=("special",)),
         _ce("nan_in_one_row", _a([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0]]), _i([1, 2]), tags=("special",), reduction="none"),
     ]
     return out

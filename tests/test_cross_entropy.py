@@ -211,10 +211,14 @@ def test_out_of_range_target_raises_index_error_naming_value_and_position(backen
     x = np.zeros((3, 4))
     target = np.array([0, 7, 1])
     if backend.lazy:
-        # lazy backends cannot raise at call time: that row's loss is NaN instead (documented)
-        got = backend.to_numpy(lse.cross_entropy(backend.asarray(x), backend.asarray(target), reduction="none"))
+        # Dask, and JAX under jit (backend.call), cannot raise at call time: that row's loss is NaN
+        # instead (documented). JAX outside jit raises, as every eager backend does (below).
+        got = backend.to_numpy(
+            backend.call(lse.cross_entropy, backend.asarray(x), backend.asarray(target), reduction="none")
+        )
         assert np.isnan(got[1]) and not np.isnan(got[[0, 2]]).any()
-        return
+        if backend.name == "dask":
+            return
     with pytest.raises(IndexError, match=r"target value 7 at position \(1,\)"):
         lse.cross_entropy(backend.asarray(x), backend.asarray(target))
     with pytest.raises(IndexError, match=r"target value -3 at position \(1, 0\)"):
@@ -413,3 +417,34 @@ def test_dask_batch_with_every_row_ignored_is_still_zero():
     t = da.from_array(np.full(4, -100), chunks=2)
     assert float(lse.cross_entropy(x, t).compute(scheduler="synchronous")) == 0.0
     np.testing.assert_array_equal(lse.cross_entropy_grad(x, t).compute(scheduler="synchronous"), 0.0)
+
+
+_POSINF_X = np.array([[0.0, INF, INF, 1.0], [0.0, INF, 2.0, -INF], [0.5, -1.0, 2.0, 0.0]])
+
+
+@pytest.mark.parametrize("target", [[1, 2, 0], [0, 1, 3]], ids=["on_inf_and_finite", "off_inf"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_torch_autograd_through_the_core_on_posinf_rows_is_softmax_minus_onehot(target, weighted):
+    """torch tensors through the array core: k logits at +inf give the gradient softmax − onehot
+    (1/k on the +inf entries), the gradient lse.cross_entropy_grad computes; autograd gave 0 on
+    such rows (their loss is made of constants), and the second derivative stays finite."""
+    t = np.array(target)
+    w = np.array([1.0, 2.0, 0.5, 1.5]) if weighted else None
+    x = torch.tensor(_POSINF_X, requires_grad=True)
+    loss = lse.cross_entropy(x, torch.as_tensor(t), weight=None if w is None else torch.as_tensor(w))
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    want = lse.cross_entropy_grad(_POSINF_X, t, weight=w)
+    np.testing.assert_allclose(grad.detach().numpy(), want, rtol=1e-15, atol=1e-17)
+    (second,) = torch.autograd.grad(grad[2].sum(), x)
+    assert torch.isfinite(second).all()
+    cls_w = None if w is None else torch.as_tensor(w)
+    functional = torch.func.grad(lambda v: lse.cross_entropy(v, torch.as_tensor(t), weight=cls_w))(x.detach())
+    np.testing.assert_allclose(functional.numpy(), want, rtol=1e-15, atol=1e-17)
+
+
+def test_posinf_rows_keep_their_loss_values_under_autograd():
+    """The surrogate that carries the +inf rows' gradient adds exactly 0 to the loss."""
+    t = np.array([1, 0, 2])
+    x = torch.tensor(_POSINF_X, requires_grad=True)
+    got = lse.cross_entropy(x, torch.as_tensor(t), reduction="none").detach().numpy()
+    np.testing.assert_array_equal(got, lse.cross_entropy(_POSINF_X, t, reduction="none"))

@@ -201,3 +201,97 @@ def test_float32_without_x64_under_jit_and_grad(no_x64):
     want = sum(float(mp_lse(r.astype(np.float64))) for r in rows("float32"))
     assert float(v) == pytest.approx(want, rel=1e-6)
     np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [1e-50, 1e-300, 1e300])
+def test_temperature_outside_float32_range_without_x64(no_x64, t):
+    """Without x64 the core works in float32, where 1e-50 rounds to 0 and 1e300 to inf: the
+    temperature's limits hold under jit (arg max or uniform, never 0/0 = NaN), and so do the
+    gradients (finite)."""
+    x = jnp.asarray([[1.0, 2.0, -INF, 0.5], [3.0, 3.0, -1.0, -INF]], dtype=jnp.float32)
+    p = np.asarray(jax.jit(lambda v: lse.softmax(v, temperature=t))(x))
+    smax = np.asarray(jax.jit(lambda v: lse.smoothmax(v, axis=1, temperature=t))(x))
+    if t < 1:
+        np.testing.assert_array_equal(p, [[0, 1, 0, 0], [0.5, 0.5, 0, 0]])
+        np.testing.assert_array_equal(smax, [2.0, 3.0])
+    else:
+        np.testing.assert_allclose(p, [[1 / 3, 1 / 3, 0, 1 / 3], [1 / 3, 1 / 3, 1 / 3, 0]], rtol=3e-7)
+        np.testing.assert_array_equal(smax, [INF, INF])  # m + T·log 3 is above float32's range
+    grad = np.asarray(jax.jit(jax.grad(lambda v: lse.log_softmax(v, temperature=t)[:, 0].sum()))(x))
+    assert np.all(np.isfinite(grad))
+
+
+def test_tiny_temperature_gradient_under_jit_is_finite():
+    """softmax(x/T) with T = 1e-320: the gradient of the log-probability of the arg max is 0 (the
+    rows are one-hot), not NaN, under jax.grad and jit."""
+    x = jnp.asarray([[1.0, 2.0, 0.5]])
+    grad = np.asarray(jax.jit(jax.grad(lambda v: lse.log_softmax(v, temperature=1e-320)[0, 1]))(x))
+    np.testing.assert_array_equal(grad, [[0.0, 0.0, 0.0]])
+
+
+def test_out_of_range_target_outside_jit_raises_numpys_index_error():
+    """A concrete target is checked as on NumPy, with the same message (a NaN row used to come back
+    silently, jit or not); under jax.grad of a function of the logits the target stays concrete."""
+    x, t = np.zeros((3, 4)), np.array([0, 7, -100])
+    with pytest.raises(IndexError) as numpy_error:
+        lse.cross_entropy(x, t)
+    for call in (
+        lambda: lse.cross_entropy(jnp.asarray(x), jnp.asarray(t)),
+        lambda: lse.cross_entropy(jnp.asarray(x), jnp.asarray(t), reduction="none"),
+        lambda: lse.cross_entropy_grad(jnp.asarray(x), jnp.asarray(t)),
+        lambda: jax.grad(lambda v: lse.cross_entropy(v, jnp.asarray(t)))(jnp.asarray(x)),
+    ):
+        with pytest.raises(IndexError) as jax_error:
+            call()
+        assert str(jax_error.value) == str(numpy_error.value)
+
+
+def test_out_of_range_target_under_jit_gives_a_nan_row():
+    """Inside jax.jit the target is a tracer: no exception is possible, so the bad row's loss and
+    gradient are NaN (and the mean NaN), the other rows exact."""
+    x, t = jnp.asarray(np.zeros((3, 4))), jnp.asarray(np.array([0, 7, -100]))
+    rows = np.asarray(jitted("ce_none")(x, t))
+    np.testing.assert_allclose(rows[[0, 2]], [math.log(4), 0.0], rtol=1e-15)
+    assert math.isnan(rows[1])
+    assert math.isnan(float(jax.jit(lambda v, u: lse.cross_entropy(v, u))(x, t)))
+    grad = np.asarray(jax.jit(jax.grad(lambda v, u: lse.cross_entropy(v, u, reduction="sum")))(x, t))
+    np.testing.assert_allclose(grad[0], [-0.75, 0.25, 0.25, 0.25], rtol=1e-15)
+    assert np.all(np.isnan(grad[1])) and np.all(grad[2] == 0)
+
+
+_POSINF_X = np.array([[0.0, INF, INF, 1.0], [0.0, INF, 2.0, -INF], [0.5, -1.0, 2.0, 0.0]])
+
+
+@pytest.mark.parametrize("target", [[1, 2, 0], [0, 1, 3]], ids=["on_inf_and_finite", "off_inf"])
+def test_cross_entropy_gradient_on_posinf_rows_is_softmax_minus_onehot(target):
+    """k logits at +inf: the softmax is 1/k there, and the gradient of the loss is softmax − onehot
+    (as lse.cross_entropy_grad gives), never 0 or NaN. The loss of such a row is computed from
+    constants, so it was 0 under jax.grad; the float64 reference is the NumPy gradient."""
+    t = np.array(target)
+    w = np.array([1.0, 2.0, 0.5, 1.5])
+    for weight, reduction in ((None, "mean"), (w, "mean"), (w, "sum")):
+        want = lse.cross_entropy_grad(_POSINF_X, t, weight=weight, reduction=reduction)
+        assert np.all(np.isfinite(want))
+
+        def loss(v, u, cls_w, reduction=reduction):
+            return lse.cross_entropy(v, u, weight=cls_w, reduction=reduction)
+
+        cls_w = None if weight is None else jnp.asarray(weight)
+        got = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(_POSINF_X), jnp.asarray(t), cls_w))
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-17)
+
+
+@pytest.mark.parametrize("options", [{"label_smoothing": 0.2}, {"probabilities": True}], ids=["smoothing", "probabilities"])
+def test_cross_entropy_gradient_on_posinf_rows_with_smoothing_or_probabilities(options):
+    """The same contract with label smoothing and with probability targets (mass only on the +inf
+    entries, so the loss is finite): (Σ coef)·softmax − coef, the NumPy cross_entropy_grad."""
+    x = np.array([[0.0, INF, INF, 1.0], [0.5, -1.0, 2.0, 0.0]])
+    if options.get("probabilities"):
+        t, kw = np.array([[0.0, 0.25, 0.75, 0.0], [0.1, 0.2, 0.3, 0.4]]), {}
+    else:
+        t, kw = np.array([1, 3]), options
+    want = lse.cross_entropy_grad(x, t, **kw)
+    got = np.asarray(jax.jit(jax.grad(lambda v, u: lse.cross_entropy(v, u, **kw)))(jnp.asarray(x), jnp.asarray(t)))
+    if kw:  # smoothing: every class has a coefficient, so the +inf row's loss is +inf; its gradient is finite
+        assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-17)

@@ -836,7 +836,7 @@ def test_smoothmax_never_falls_below_the_maximum_at_tiny_temperature():
 @settings(HYP, max_examples=300)
 @given(
     x=hnp.arrays(np.float64, st.integers(1, 12), elements=st.floats(-1e6, 1e6, allow_nan=False)),
-    t=st.floats(1e-300, 1e3),
+    t=st.floats(5e-324, 1.7e308),
 )
 def test_smoothmax_and_smoothmin_bounds_hold_exactly(x, t):
     """max ≤ smoothmax ≤ max + T·log n and min − T·log n ≤ smoothmin ≤ min, in floating point
@@ -844,8 +844,38 @@ def test_smoothmax_and_smoothmin_bounds_hold_exactly(x, t):
     n = x.size
     smax, smin = float(lse.smoothmax(x, temperature=t)), float(lse.smoothmin(x, temperature=t))
     m, lo = float(x.max()), float(x.min())
-    assert m <= smax <= m + t * math.log(n) * (1 + 4e-16) + 0.0
-    assert lo - t * math.log(n) * (1 + 4e-16) <= smin <= lo
+    with np.errstate(over="ignore"):  # a bound above the largest float is +inf
+        spread = np.float64(t) * math.log(n) * (1 + 4e-16)
+        assert m <= smax <= m + spread
+        assert lo - spread <= smin <= lo
+
+
+_SMOOTH_ROWS = np.array([[1.0, 2.0, -INF, 0.5], [3.0, 3.0, -1.0, -INF], [-INF, -INF, -INF, -INF]])
+
+
+@pytest.mark.parametrize("t", [5e-324, 1e-320, 1e-300])
+def test_smoothmax_at_tiny_temperature_is_the_maximum_on_every_backend(backend, t):
+    """T → 0: exactly the maximum (tied maxima add T·log k, far below an ulp); −inf for an all −inf
+    row. Dividing x by T first gave inf for [1, 2] at T = 1e-320; a subnormal T must not meet
+    a backend that flushes it to 0 (XLA) as 0/0."""
+    x = backend.asarray(_SMOOTH_ROWS)
+    smax = backend.to_numpy(backend.call(lse.smoothmax, x, axis=1, temperature=t))
+    np.testing.assert_array_equal(smax, [2.0, 3.0, -INF])
+    smin = backend.to_numpy(backend.call(lse.smoothmin, backend.asarray(-_SMOOTH_ROWS), axis=1, temperature=t))
+    np.testing.assert_array_equal(smin, [-2.0, -3.0, INF])
+
+
+@pytest.mark.parametrize("t", [1e300, 1.7e308])
+def test_smoothmax_at_huge_temperature_is_max_plus_t_log_k(backend, t):
+    """T → ∞: ``m + T·log k`` with k the entries that take part (+inf once it exceeds the largest
+    float), never NaN: a −inf entry stays out and ``T·log1p(0)`` is 0, not ``inf · 0``."""
+    x = backend.asarray(_SMOOTH_ROWS)
+    got = backend.to_numpy(backend.call(lse.smoothmax, x, axis=1, temperature=t))
+    with np.errstate(over="ignore"):
+        want = np.array([2.0 + t * math.log(3), 3.0 + t * math.log(3), -INF])
+    np.testing.assert_allclose(got, want, rtol=1e-15 if got.dtype == np.float64 else 1e-6, atol=0)
+    one = backend.to_numpy(backend.call(lse.smoothmax, backend.asarray(np.array([[0.5]])), axis=1, temperature=t))
+    np.testing.assert_array_equal(one, [0.5])
 
 
 @pytest.mark.parametrize("t", [1e-300, 1e-3, 1.0, 7.5, 1e300])

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 import pytest
-from _reference import MP, family_case, mp_log_softmax, ulp, ulp_error
-from hypothesis import given
+from _reference import HYP, MP, family_case, mp_log_softmax, ulp, ulp_error
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -227,6 +227,70 @@ def test_temperature_divides_the_logits(backend, t):
         got = backend.to_numpy(f(backend.asarray(x), temperature=t))
         assert_matches_table(got, x / t, -1, name == "log_softmax", slack=backend.ulp_slack, ftz=backend.ftz,
                              input_ulps=0.5)
+
+
+@pytest.mark.parametrize("t", [5e-324, 1e-320, 1e-300])
+def test_tiny_temperature_gives_the_arg_max_without_overflow(backend, t):
+    """T → 0: the softmax is the arg max (1/k on k tied maxima), the log-softmax −log k there and
+    (x − m)/T (or −inf) elsewhere. Once the logits themselves were divided by T: [1, 2] / 1e-320 overflowed to
+    [inf, inf] and the softmax came out [0.5, 0.5] (with an overflow warning). A subnormal T
+    must not matter either: the differences from the maximum are divided, never x itself."""
+    x = np.array([[1.0, 2.0, -INF, 0.5], [3.0, -1.0, 3.0, 2.999], [-INF, -INF, -INF, -INF]])
+    want = np.array([[0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    got = backend.to_numpy(backend.call(lse.softmax, backend.asarray(x), temperature=t))
+    np.testing.assert_array_equal(got, want)
+    log = backend.to_numpy(backend.call(lse.log_softmax, backend.asarray(x), temperature=t))
+    top = want > 0
+    np.testing.assert_allclose(log[top], np.log(want[top]), rtol=1e-15, atol=0)
+    assert np.all(log[~top] <= -1e296)  # (x − m)/T: −inf, or a finite −1e300 at T = 1e-300
+
+
+@pytest.mark.parametrize("t", [1e300, 1.7e308])
+def test_huge_temperature_flattens_the_entries_that_take_part(backend, t):
+    """T → ∞: uniform over the entries that take part (a −inf or masked entry stays 0), never NaN
+    (−inf / T stays −inf; inf / inf is never formed)."""
+    x = np.array([[1.0, -1e3, -INF, 5e3], [0.0, 0.0, 0.0, 0.0]])
+    want = np.array([[1 / 3, 1 / 3, 0.0, 1 / 3], [0.25, 0.25, 0.25, 0.25]])
+    got = backend.to_numpy(backend.call(lse.softmax, backend.asarray(x), temperature=t))
+    np.testing.assert_allclose(got, want, rtol=4e-16 if got.dtype == np.float64 else 1e-7, atol=0)
+    log = backend.to_numpy(backend.call(lse.log_softmax, backend.asarray(x), temperature=t))
+    assert log[0, 2] == -INF and np.all(np.isfinite(np.delete(log, 2, axis=1)))
+
+
+def test_tiny_temperature_with_a_mask_keeps_the_masked_entries_out():
+    x = np.array([5.0, 1.0, 2.0])
+    got = lse.softmax(x, where=np.array([False, True, True]), temperature=1e-320)
+    np.testing.assert_array_equal(got, [0.0, 0.0, 1.0])
+
+
+def test_temperature_below_float32_range_in_a_float32_working_dtype():
+    """A temperature that rounds to 0 (1e-50) or to inf (1e300) in float32 takes its limit; the
+    core's float32 working dtype is what an accelerator uses, reached here through array-api-strict,
+    whose float32 the core widens on a CPU, so the scaling helper is called directly."""
+    from logsumexp._state import divide_by_temperature, times_temperature
+
+    d = np.array([0.0, -1e-3, -INF, NAN], dtype=np.float32)
+    np.testing.assert_array_equal(divide_by_temperature(np, d, 1e-50), [0.0, -INF, -INF, NAN])
+    np.testing.assert_array_equal(divide_by_temperature(np, d, 1e300), [0.0, 0.0, -INF, NAN])
+    v = np.array([0.0, 0.5, -INF, NAN], dtype=np.float32)
+    np.testing.assert_array_equal(times_temperature(np, v, 1e300), [0.0, INF, -INF, NAN])
+    np.testing.assert_array_equal(times_temperature(np, v, 1e-50), [0.0, 0.0, -INF, NAN])
+
+
+@settings(HYP, max_examples=200)
+@given(
+    x=hnp.arrays(np.float64, st.integers(1, 10), elements=st.floats(-1e300, 1e300, allow_nan=False)),
+    t=st.floats(5e-324, 1.7e308, exclude_min=False),
+)
+def test_softmax_sums_to_one_at_any_temperature(x, t):
+    """For every T > 0 (subnormal to the largest float): the softmax is a probability vector whose
+    arg max keeps the largest share, and the log-softmax is ≤ 0 and never NaN."""
+    p = lse.softmax(x, temperature=t)
+    assert np.all((p >= 0) & (p <= 1))
+    assert abs(float(np.sum(p)) - 1.0) <= 4 * x.size * np.finfo(np.float64).eps
+    assert p[np.argmax(x)] == p.max()
+    logp = lse.log_softmax(x, temperature=t)
+    assert not np.any(np.isnan(logp)) and np.all(logp <= 0)
 
 
 @pytest.mark.parametrize("bad", [0.0, -2.0, INF, NAN])

@@ -9,6 +9,7 @@ function gives the same error for the same mistake.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import operator
 from collections.abc import Iterator, Sequence
@@ -139,6 +140,19 @@ def _has_float64(xp: Any) -> bool:
 def is_lazy(xp: Any) -> bool:
     """Whether values cannot be inspected cheaply (Dask graphs, JAX tracing): no data-dependent branches."""
     return bool(array_api_compat.is_dask_namespace(xp) or array_api_compat.is_jax_namespace(xp))
+
+
+def is_concrete(xp: Any, a: Array) -> bool:
+    """Whether ``a``'s values can be read now: False for Dask graphs and for JAX tracers (inside
+    ``jax.jit``), True for JAX arrays outside a trace and for every eager backend. An argument
+    check that needs values (a target in range) runs on concrete arrays, even on JAX."""
+    if array_api_compat.is_dask_namespace(xp):
+        return False
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return not isinstance(a, jax.core.Tracer)
+    return True
 
 
 def is_dask(xp: Any) -> bool:
@@ -281,3 +295,82 @@ def quiet_fp() -> Iterator[None]:
     explicit selects afterwards, so the intermediate NaN/inf values are expected."""
     with np.errstate(all="ignore"):
         yield
+
+
+# ------------------------------------------------------------------------------------------------
+# Automatic differentiation where the Array API has no word for it (JAX and torch; others have none)
+# ------------------------------------------------------------------------------------------------
+def has_autodiff(xp: Any, x: Array) -> bool:
+    """Whether a gradient may be taken through ``x``: always on JAX (tracing is invisible), on
+    torch when the tensor requires one; never elsewhere."""
+    if array_api_compat.is_jax_namespace(xp):
+        return True
+    return bool(array_api_compat.is_torch_namespace(xp) and getattr(x, "requires_grad", False))
+
+
+def stop_gradient(xp: Any, x: Array) -> Array:
+    """``x`` as a constant for automatic differentiation (JAX, torch); ``x`` itself elsewhere."""
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    if array_api_compat.is_torch_namespace(xp):
+        return x.detach()
+    return x
+
+
+def finite_with_unit_derivative(xp: Any, x: Array) -> Array:
+    """``x`` with its infinities replaced by 0, whose derivative is nevertheless 1 everywhere.
+
+    No composition of smooth functions is finite at ``x = inf`` with a non-zero derivative
+    there, so the derivative is given explicitly (``jax.custom_jvp``, a torch
+    ``autograd.Function``). It lets a surrogate carry the derivative of an entry at +inf, where
+    the value of the function is finite (the cross-entropy of a row with +inf logits).
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        return _jax_finite_with_unit_derivative()(x)
+    if array_api_compat.is_torch_namespace(xp):
+        return _torch_finite_with_unit_derivative().apply(x)
+    return xp.where(xp.isinf(x), xp.zeros_like(x), x)
+
+
+@functools.cache
+def _jax_finite_with_unit_derivative() -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def finite(x: Any) -> Any:
+        return jnp.where(jnp.isinf(x), jnp.zeros_like(x), x)
+
+    @finite.defjvp
+    def _finite_jvp(primals: Any, tangents: Any) -> Any:
+        return finite(primals[0]), tangents[0]
+
+    return finite
+
+
+@functools.cache
+def _torch_finite_with_unit_derivative() -> Any:
+    import torch
+
+    class Finite(torch.autograd.Function):
+        generate_vmap_rule = True  # forward is plain torch code: torch.func.vmap can batch it
+
+        @staticmethod
+        def forward(x: Any) -> Any:
+            return torch.where(torch.isinf(x), torch.zeros_like(x), x)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+            pass
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad
+
+        @staticmethod
+        def jvp(ctx: Any, tangent: Any) -> Any:
+            return tangent
+
+    return Finite

@@ -68,14 +68,19 @@ def cross_entropy(
     Raises
     ------
     IndexError
-        A class index outside ``[0, C)`` that is not ``ignore_index`` (eager backends; on lazy
-        backends such as Dask that row's loss is NaN instead).
+        A class index outside ``[0, C)`` that is not ``ignore_index``, whenever the target's
+        values are known: every eager backend, and JAX outside ``jax.jit`` (``jax.grad`` of a
+        function of the logits included). Where they are not, in a Dask graph or a target traced
+        by ``jax.jit``, no exception can be raised: that row's loss (and its gradient) is NaN
+        instead, so the mean is NaN too, never a loss that looks right.
 
     Notes
     -----
     A batch whose every row is ignored (or has zero weight) gives a mean of 0, not NaN. A zero
     weight or zero probability times ``log 0 = −inf`` counts as 0. Logits that are all −inf give
     an infinite loss; ``k`` logits +inf including the target give ``log k``; NaN stays in its row.
+    The gradient of a row with ``k`` logits at +inf is ``softmax − onehot`` (the softmax ``1/k``
+    on the +inf entries), under ``jax.grad`` and torch autograd too, never NaN.
 
     Examples
     --------
@@ -211,16 +216,59 @@ def _index_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple[Array
     if p.smoothing > 0:
         smooth = _smoothing_sum(xp, p, m, log_rest)
         loss = loss + xp.where(valid, smooth, 0.0) * (p.smoothing / p.classes)
-    if out_of_range is not None:  # lazy backends: no eager check, the row says NaN instead
-        loss = xp.where(out_of_range, math.nan, loss)
+    if _posinf_rows_need_gradient(xp, p, m):
+        loss = loss + _posinf_row_gradient(xp, p, m, _index_coef(xp, p, valid, safe_t, w_t))
+    if out_of_range is not None:  # values unknown (Dask, jax.jit): the row says NaN instead
+        # A NaN factor rather than a select, so that automatic differentiation gives that row a
+        # NaN gradient too (a select would hand it 0) while the other rows are multiplied by 1.
+        loss = loss * aa.fill(xp, out_of_range, math.nan, 1.0, loss)
     return loss, w_t
+
+
+def _index_coef(xp: Any, p: _Prepared, valid: Array, safe_t: Array, w_t: Array) -> Array:
+    """The per-class coefficients of an index target's row loss ``Σ_c coef_c (LSE − x_c)``:
+    ``(1 − ε)·w_t`` on the target, plus ``ε/C·w_c`` on every class (0 on ignored rows)."""
+    onehot = xp.astype(xp.arange(p.classes) == safe_t[..., None], p.wide)
+    coef = onehot * (w_t * (1.0 - p.smoothing))[..., None]
+    if p.smoothing > 0:
+        cls_w = xp.ones((p.classes,), dtype=p.wide) if p.weight is None else p.weight
+        coef = coef + xp.astype(valid, p.wide)[..., None] * (p.smoothing / p.classes) * cls_w
+    return coef
+
+
+def _posinf_rows_need_gradient(xp: Any, p: _Prepared, m: Array) -> bool:
+    """Whether the +inf rows' surrogate is needed: a gradient may be taken (JAX, torch requiring
+    one) and, where values can be read (eager torch), some row really has a +inf logit."""
+    if not aa.has_autodiff(xp, p.x):
+        return False
+    return not aa.is_concrete(xp, m) or bool(xp.any(m == math.inf))
+
+
+def _posinf_row_gradient(xp: Any, p: _Prepared, m: Array, coef: Array) -> Array:
+    """A zero per row whose derivative is ``(Σ_c coef_c)·softmax − coef`` on rows with +inf logits.
+
+    The row loss is ``Σ_c coef_c (LSE − x_c)``. On a row with ``k`` logits at +inf it is computed
+    from constants (inf − inf taken as 0), so automatic differentiation would give the row a
+    zero gradient; its softmax is ``1/k`` on the +inf entries. The surrogate ``C·Σ_j s_j z_j −
+    Σ_c coef_c z_c − (the same, held constant)``, with ``C = Σ_c coef_c``, the coefficients held
+    constant and ``z`` the logits made finite but with derivative 1, is exactly 0 and has the
+    contract's gradient (``softmax − onehot`` for a plain index target). Other rows get 0 with a
+    zero derivative, and the coefficients (class weights) get no derivative from it.
+    """
+    at_inf = xp.astype(p.x == math.inf, p.wide)
+    posinf_row = m == math.inf
+    probs = at_inf / xp.where(posinf_row, xp.sum(at_inf, axis=-1), 1.0)[..., None]
+    z = xp.where(posinf_row[..., None], aa.finite_with_unit_derivative(xp, xp.astype(p.x, p.wide)), 0.0)
+    c = aa.stop_gradient(xp, coef)
+    surrogate = xp.sum(c, axis=-1) * xp.sum(probs * z, axis=-1) - xp.sum(c * z, axis=-1)
+    return surrogate - aa.stop_gradient(xp, surrogate)
 
 
 def _check_targets(xp: Any, p: _Prepared) -> tuple[Array, Array, Array | None]:
     t = p.target
     valid = t != p.ignore_index
     bad = valid & ((t < 0) | (t >= p.classes))
-    if aa.is_lazy(xp):
+    if not aa.is_concrete(xp, bad):  # Dask, or JAX under jit: the row says NaN instead
         return valid & ~bad, xp.where(bad | ~valid, 0, t), bad
     if bool(xp.any(bad)):
         flat = np.asarray(_to_numpy(bad)).reshape(-1)
@@ -271,6 +319,8 @@ def _probability_loss(xp: Any, p: _Prepared, m: Array, log_rest: Array) -> tuple
     coef = _probability_coef(xp, p)
     xs = shifted(xp, xp.astype(p.x, p.wide), m[..., None])
     loss = xp.sum(_times(xp, coef, -xs), axis=-1) + _times(xp, xp.sum(coef, axis=-1), log_rest)
+    if _posinf_rows_need_gradient(xp, p, m):
+        loss = loss + _posinf_row_gradient(xp, p, m, coef)
     return loss, xp.ones_like(loss)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _array_api as aa
 from ._reduce import fast_numpy_lse, lse_state, lse_value, mask_zero_weights
-from ._state import shifted, value
+from ._state import divide_by_temperature, shifted, times_temperature, value
 
 Array = Any
 
@@ -203,8 +203,8 @@ def _smooth(x: Any, axis: aa.Axis, temperature: float, keepdims: bool, sign: flo
     m = aa.restore_axes(xp, lse_state(xp, arr, axes, None).m, axes, True)
     with aa.quiet_fp():
         d = shifted(xp, xp.astype(arr, m.dtype), m)  # ≤ 0; infinite maxima made harmless
-        d = d / t if t != 1.0 else d
+        d = divide_by_temperature(xp, d, t)  # (x − m)/T, never x/T: no overflow for tiny T
         log_rest = value(xp, lse_state(xp, d, axes, None))  # log1p(tail): max of d is 0
-        out = xp.reshape(m, tuple(log_rest.shape)) + (log_rest * t if t != 1.0 else log_rest)
+        out = xp.reshape(m, tuple(log_rest.shape)) + times_temperature(xp, log_rest, t)
         out = -out if sign < 0 else out
     return _finish(xp, out, axes, keepdims, out_dtype)

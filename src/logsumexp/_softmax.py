@@ -6,6 +6,7 @@ from typing import Any
 
 from . import _array_api as aa
 from ._reduce import normalized
+from ._state import divide_by_temperature, shifted
 
 Array = Any
 
@@ -87,8 +88,23 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
     out_dtype = aa.float_dtype(xp, arr, dtype)
     if not xp.isdtype(arr.dtype, "real floating"):
         arr = xp.astype(arr, out_dtype)
-    if t != 1.0:
-        arr = arr / t
     arr = aa.apply_where(xp, arr, where)
     axes = aa.normalize_axis(axis, arr.ndim)
+    if t != 1.0 and 0 not in arr.shape:  # an empty input has nothing to scale
+        arr = _scaled(xp, arr, axes, t)
     return normalized(xp, arr, axes, log, out_dtype)
+
+
+def _scaled(xp: Any, arr: Array, axes: tuple[int, ...], t: float) -> Array:
+    """``(x − max)/T`` in the working dtype: the softmax of ``x/T`` without ever forming ``x/T``.
+
+    The maximum is subtracted first and the differences (≤ 0) are divided afterwards, so a tiny
+    temperature sends them to −inf (not ``inf − inf = NaN``) and keeps ties at the maximum at 0,
+    and a huge one flattens them towards 0; the softmax is unchanged by the shift. Masked entries
+    are already −inf and stay −inf.
+    """
+    wide = aa.work_dtype(xp, arr, arr.dtype)
+    arr = xp.astype(arr, wide, copy=False)
+    m = xp.max(arr, axis=axes, keepdims=True)
+    with aa.quiet_fp():
+        return divide_by_temperature(xp, shifted(xp, arr, m), t)

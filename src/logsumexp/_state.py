@@ -143,6 +143,63 @@ def shifted(xp: Any, x: Array, m: Array) -> Array:
     return xp.where(xp.isnan(m), 0.0, d)
 
 
+def divide_by_temperature(xp: Any, d: Array, t: float) -> Array:
+    """``d / T`` for shifted values ``d = x − max ≤ 0`` (NaN in a NaN slice), in ``d``'s dtype.
+
+    Dividing the shifted values, never ``x`` itself, is what keeps tiny and huge temperatures
+    right: ``x / T`` overflows to ±inf for ``T = 1e-320`` (and ``inf − inf`` gives NaN), while
+    ``d / T`` is 0 at the maxima (ties stay tied) and tends to −inf elsewhere, the limit
+    ``T → 0``. A temperature outside the dtype's range (it would round to 0 or to inf, e.g.
+    ``1e-50`` or ``1e300`` in float32) takes its limit explicitly: ``0/0``, ``−inf/inf`` and
+    ``−inf·0`` are never formed, so no NaN (nor a warning) appears where the answer is 0 or −inf.
+    """
+    if t == 1.0:
+        return d
+    info = xp.finfo(d.dtype)
+    if t > float(info.max):  # T → ∞: every entry that takes part (d > −inf) becomes 0
+        return xp.where((d == -math.inf) | xp.isnan(d), d, xp.zeros_like(d))
+    if t < float(info.smallest_normal) * float(info.eps):  # below the smallest subnormal: T → 0
+        return xp.where(d < 0, xp.full_like(d, -math.inf), d)  # 0 stays 0, NaN stays NaN
+    if aa.is_numpy(xp):
+        # NumPy keeps subnormals and runs inside the caller's errstate block: an overflow of the
+        # plain division is the −inf it should be. One pass.
+        return xp.divide(d, t)
+    if t < float(info.smallest_normal):
+        # A subnormal T is flushed to 0 by backends that flush subnormals (XLA on a CPU, GPUs),
+        # and 0/0 is NaN: scale d and T by the same power of two (exact) so that T is normal.
+        scale = 2.0 ** math.ceil(math.log2(float(info.smallest_normal) / t))
+        d = _below_to_neginf(xp, d, -float(info.max) / scale) * scale
+        t = t * scale
+    if t < 1.0:
+        # Differences that would overflow go to −inf first: a lazy backend (Dask) divides outside
+        # any errstate block, so the overflow must not happen at all.
+        d = _below_to_neginf(xp, d, -float(info.max) * t)
+    # −inf stays −inf explicitly: XLA divides as d · (1/T), and a huge T's subnormal reciprocal is
+    # flushed to 0, giving −inf · 0 = NaN.
+    return xp.where(d == -math.inf, d, d / t)
+
+
+def _below_to_neginf(xp: Any, d: Array, limit: float) -> Array:
+    return xp.where(d < limit, xp.full_like(d, -math.inf), d)
+
+
+def times_temperature(xp: Any, v: Array, t: float) -> Array:
+    """``T · v`` for a log-sum ``v ≥ 0`` (−inf for an empty slice, NaN), with the limits of
+    :func:`divide_by_temperature` when ``T`` is outside the dtype's range (``0 · inf`` and
+    ``inf · 0`` are not formed: ``T · 0 = 0`` for any ``T``, ``T · (±inf) = ±inf``)."""
+    if t == 1.0:
+        return v
+    info = xp.finfo(v.dtype)
+    if t > float(info.max):
+        return xp.where(v > 0, xp.full_like(v, math.inf), v)  # 0, −inf and NaN stay
+    if t < float(info.smallest_normal) * float(info.eps):
+        return xp.where(xp.isfinite(v), xp.zeros_like(v), v)
+    if t > 1.0:  # a product above the largest float is +inf, without an overflow warning
+        v = xp.where(v > float(info.max) / t, xp.full_like(v, math.inf), v)
+    # ±inf stays as it is: a backend that flushes a subnormal T to 0 would give −inf · 0 = NaN.
+    return xp.where(xp.isfinite(v), v * t, v)
+
+
 def _index_along(xp: Any, x: Array, axis: int) -> Array:
     """0, 1, …, n−1 along ``axis``, shaped to broadcast against ``x``."""
     shape = [1] * x.ndim
@@ -227,4 +284,7 @@ def softmax_from_state(xp: Any, x: Array, m: Array, tail: Array, log: bool) -> A
     return xp.where(xp.isnan(m), math.nan, out)
 
 
-__all__ = ["State", "block_state", "empty_state", "merge", "softmax_from_state", "value"]
+__all__ = [
+    "State", "block_state", "divide_by_temperature", "empty_state", "merge", "softmax_from_state",
+    "times_temperature", "value",
+]

@@ -58,11 +58,22 @@ from ._state import State, merge, softmax_from_state, value
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
-# The state of every slice travels between tasks as one structured array, float64 on a CPU
-# (the core's working dtype for every float input): a single Dask array that the value, the sign
-# and the softmax pass can all read without re-reading the input.
+# The state of every slice travels between tasks as one structured array in the core's working
+# dtype on a CPU (float64, or long double for long double input, as the NumPy path computes it):
+# a single Dask array that the value, the sign and the softmax pass can all read without
+# re-reading the input.
 _FIELDS = ("m", "lead", "tail")
-_STATE_DTYPE = np.dtype([(f, np.float64) for f in _FIELDS])
+
+
+def _work_dtype(*dtypes: np.dtype) -> np.dtype:
+    """The working dtype of a graph: long double when an input is long double (its extra digits
+    are computed, not invented from float64 ones), float64 otherwise."""
+    wide = [d for d in dtypes if d is not None and d.kind == "f" and d.itemsize > 8]
+    return np.dtype(np.longdouble) if wide else np.dtype(np.float64)
+
+
+def _state_dtype(work: np.dtype) -> np.dtype:
+    return np.dtype([(f, work) for f in _FIELDS])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,9 +85,10 @@ def _chunk_state(
     *,
     axis: tuple[int, ...],
     keepdims: bool,
+    work: np.dtype = np.dtype(np.float64),
     computing_meta: bool = False,
 ) -> Any:
-    """The state of every slice of one input chunk (reduced axes kept with length 1).
+    """The state of every slice of one input chunk (reduced axes kept with length 1), in ``work``.
 
     ``_prepare_lse`` promotes integers and sets zero-weight entries to −inf, exactly as the
     array core does on a whole NumPy array; ``lse_state`` then reads the chunk once.
@@ -91,7 +103,7 @@ def _chunk_state(
         red = (x1.ndim - 1,)
     with aa.quiet_fp(), _cpu.serial():  # Dask's threads already use the cores
         st = lse_state(np, x1, red, w1)
-    return {f: aa.restore_axes(np, np.asarray(a, dtype=np.float64), axes, True) for f, a in zip(_FIELDS, st)}
+    return {f: aa.restore_axes(np, np.asarray(a, dtype=work), axes, True) for f, a in zip(_FIELDS, st)}
 
 
 def _chunk_input(x: np.ndarray, w: np.ndarray | None, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
@@ -151,13 +163,13 @@ def _aggregate_value(
 
 
 def _aggregate_state(
-    parts: Any, *, axis: tuple[int, ...], keepdims: bool, computing_meta: bool = False
+    parts: Any, *, axis: tuple[int, ...], keepdims: bool, work: np.dtype, computing_meta: bool = False
 ) -> np.ndarray:
     """The root of the tree for the sign and softmax: the merged state as a structured array."""
     if computing_meta:
-        return np.empty((0,) * parts.ndim, dtype=_STATE_DTYPE)
+        return np.empty((0,) * parts.ndim, dtype=_state_dtype(work))
     st = _merged(parts)
-    out = np.empty(st.m.shape, dtype=_STATE_DTYPE)
+    out = np.empty(st.m.shape, dtype=_state_dtype(work))
     for f, a in zip(_FIELDS, st):
         out[f] = a
     return out
@@ -172,9 +184,10 @@ def _reduce(
     keepdims: bool,
     meta: np.ndarray,
 ) -> da.Array:
+    work = _work_dtype(x.dtype, None if w is None else w.dtype)
     return da.reduction(
         x,
-        _chunk_state,
+        partial(_chunk_state, work=work),
         aggregate,
         axis=axes,
         keepdims=keepdims,
@@ -190,8 +203,9 @@ def _reduce(
 
 def _state(x: da.Array, axes: tuple[int, ...], w: da.Array | None, split_every: Any) -> da.Array:
     """The merged state of every slice, keepdims, one chunk along each reduced axis."""
-    meta = np.empty((0,) * x.ndim, dtype=_STATE_DTYPE)
-    return _reduce(x, axes, w, split_every, _aggregate_state, True, meta)
+    work = _work_dtype(x.dtype, None if w is None else w.dtype)
+    meta = np.empty((0,) * x.ndim, dtype=_state_dtype(work))
+    return _reduce(x, axes, w, split_every, partial(_aggregate_state, work=work), True, meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +301,8 @@ def logsumexp(
     Returns
     -------
     res : dask.array.Array
-        Lazy; the input's float dtype (integers give float64), accumulated in float64.
+        Lazy; the input's float dtype (integers give float64), accumulated in float64 (long
+        double input in long double, as on NumPy).
     sgn : dask.array.Array
         Only with ``return_sign``.
 
@@ -349,10 +364,12 @@ def _lse_graph(
 
 def reduce_value(x: da.Array, axes: tuple[int, ...], w: da.Array | None, return_sign: bool) -> Any:
     """The array core's backend entry for a LogSumExp value (and sign), reduced axes dropped,
-    float64: the state is turned into the value inside the reduction's last task."""
+    in the working dtype (float64, long double for long double): the state is turned into the
+    value inside the reduction's last task."""
     if w is not None and w.chunks != x.chunks:
         w = w.rechunk(x.chunks)
-    return _lse_graph(x, axes, w, False, return_sign, None, np.dtype(np.float64))
+    work = _work_dtype(x.dtype, None if w is None else w.dtype)
+    return _lse_graph(x, axes, w, False, return_sign, None, work)
 
 
 def normalized(x: da.Array, axes: tuple[int, ...], log: bool, out_dtype: Any) -> da.Array:
@@ -362,7 +379,8 @@ def normalized(x: da.Array, axes: tuple[int, ...], log: bool, out_dtype: Any) ->
 
 def reduce_state(x: da.Array, axes: tuple[int, ...], w: da.Array | None) -> State:
     """The array core's backend entry: the merged (max, lead, tail) state of every slice of ``x``
-    over ``axes``, reduced axes dropped, as three lazy float64 Dask arrays (one pass over ``x``).
+    over ``axes``, reduced axes dropped, as three lazy Dask arrays in the working dtype (float64,
+    long double for long double input; one pass over ``x``).
 
     ``x`` and ``w`` come validated and broadcast from the core (masked and zero-weight entries −inf).
     """
@@ -370,9 +388,10 @@ def reduce_state(x: da.Array, axes: tuple[int, ...], w: da.Array | None) -> Stat
         w = w.rechunk(x.chunks)
     st = _state(x, axes, w, None)
     out_ndim = x.ndim - len(axes)
-    meta = np.empty((0,) * out_ndim, dtype=np.float64)
+    work = _work_dtype(x.dtype, None if w is None else w.dtype)
+    meta = np.empty((0,) * out_ndim, dtype=work)
     return State(*(
-        da.map_blocks(_field_block, st, field=f, squeeze=axes, drop_axis=axes, dtype=np.float64, meta=meta)
+        da.map_blocks(_field_block, st, field=f, squeeze=axes, drop_axis=axes, dtype=work, meta=meta)
         for f in _FIELDS
     ))
 
@@ -471,5 +490,5 @@ def _normalize_graph(arr: da.Array, axes: tuple[int, ...], split_every: Any, log
 def _normalize_block(x: np.ndarray, st: np.ndarray, *, log: bool, out_dtype: np.dtype) -> np.ndarray:
     """softmax / log_softmax of one chunk, given the merged state of its slices (broadcast)."""
     with aa.quiet_fp():
-        out = softmax_from_state(np, x.astype(np.float64, copy=False), st["m"], st["tail"], log)
+        out = softmax_from_state(np, x.astype(st["m"].dtype, copy=False), st["m"], st["tail"], log)
     return np.asarray(out).astype(out_dtype, copy=False)

@@ -402,6 +402,14 @@ def cross_entropy_rows_backward_differentiable(
     return g.to(logits.dtype)
 
 
+def _neg_log_p(lse: Tensor, z: Tensor, logits: Tensor, keepdim: bool = False) -> Tensor:
+    """``LSE − z``, with ``+inf − +inf`` read as ``log k``: the k entries of a row at +inf share its
+    probability (p = 1/k), so their −log p is finite although both terms are infinite."""
+    k = torch.isposinf(logits).sum(dim=-1, keepdim=keepdim).to(lse.dtype)
+    both_inf = torch.isposinf(lse) & torch.isposinf(z)
+    return torch.where(both_inf, torch.log(k.clamp_min(1.0)), lse - torch.where(both_inf, 0.0, z))
+
+
 def class_weight_grad(
     g_rows: Tensor, logits: Tensor, target: Tensor, weight: Tensor, lse: Tensor,
     opts: CrossEntropyOptions,
@@ -421,13 +429,14 @@ def class_weight_grad(
         valid = target != opts.ignore_index
         tc = torch.where(valid, target, 0)
         z_t = capped(logits.gather(-1, tc.unsqueeze(-1)).squeeze(-1), opts.softcap, acc)
-        term = torch.where(valid & (g != 0), g * (1.0 - eps) * (lse - z_t), 0.0)
+        nll = _neg_log_p(lse, z_t, logits)
+        term = torch.where(valid & (g != 0), g * (1.0 - eps) * nll, 0.0)
         grad = grad.index_add(0, tc, term)
         g = torch.where(valid, g, 0.0) * (eps / n_cls)
         if not eps:
             return grad.to(weight.dtype)
     for sl in row_chunks(n, n_cls):
-        neg_log_p = lse[sl].unsqueeze(-1) - capped(logits[sl], opts.softcap, acc)
+        neg_log_p = _neg_log_p(lse[sl].unsqueeze(-1), capped(logits[sl], opts.softcap, acc), logits[sl], keepdim=True)
         coef = g[sl].unsqueeze(-1)
         if target.is_floating_point():
             coef = coef * _smoothed(target[sl].to(acc), None, eps)
