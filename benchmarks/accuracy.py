@@ -620,8 +620,10 @@ max < 0, the near-zero families below) is recomputed for that slice only with ev
 exact (TwoSum), every exp carried to ~2^-95 in double-double and the sum and `log1p` in
 double-double: about 0.3 µs per element, paid only by those slices. log_softmax is `(x_i − max) −
 log1p(tail)` with the difference exact and the double-double `log1p`, rounded once per entry. The
-array core ("ours (core)") still finishes in working precision: `logsumexp/_dd.py` holds the same
-double-double finish for any Array API namespace, not yet wired into it.
+array core ("ours (core)") takes the same double-double finish (`logsumexp/_dd.py`) for NumPy
+float64, but its terms come from NumPy's own `exp` (up to ~1 ulp each) and it has no near-zero
+recompute, so it stays above 1 ulp on the dominant families and far off near zero; other
+namespaces (torch, JAX: automatic differentiation) keep the working-precision finish.
 
 **float32.** The compiled path keeps a float64 exp for float32 data (at most 0.51 ulp). A float32
 exp with float64 accumulation was measured (NumPy's float32 exp, 20 vectors × 7 families): ≤ 0.51
