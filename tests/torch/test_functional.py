@@ -356,6 +356,8 @@ def test_triton_face_is_looked_up_at_import_not_in_the_call(monkeypatch):
 
 def test_missing_triton_face_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "logsumexp.triton", None)  # makes the import fail
+    # ...also where an earlier test imported it: `from .. import triton` reads the package attribute first
+    monkeypatch.delattr(sys.modules["logsumexp"], "triton", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert LF._load_triton() is None
     monkeypatch.setattr(LF, "_TRITON", None)
