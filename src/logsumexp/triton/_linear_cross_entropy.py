@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from .._options import CrossEntropyOptions
+from ._common import acc_dtype
 from ._cross_entropy import denominator, launch_ce, no_weight_gradient, reduce_loss, scale_rows_
 
 __all__ = ["linear_cross_entropy_rows"]
