@@ -203,6 +203,32 @@ def test_float32_without_x64_under_jit_and_grad(no_x64):
     np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("target_dtype", ["int32", "int64"])
+def test_cross_entropy_index_targets_without_x64_do_not_warn(no_x64, target_dtype):
+    """Integer targets once went through ``astype(int64)``, which JAX without x64 answers with a
+    UserWarning (an error here: warnings are errors) in eager calls, under jit and under grad.
+    Values and gradients match the NumPy float64 core within float32 accuracy."""
+    x = rows("float32")
+    t = np.array([2, 0, 3], dtype=target_dtype)
+    w = np.array([1.0, 0.5, 2.0, 0.25], dtype=np.float32)
+
+    def loss(v, cw):
+        return lse.cross_entropy(v, jnp.asarray(t), weight=cw, label_smoothing=0.1)
+
+    want = lse.cross_entropy(x.astype(np.float64), t, weight=w.astype(np.float64), label_smoothing=0.1)
+    want_grad = lse.cross_entropy_grad(x.astype(np.float64), t, weight=w.astype(np.float64), label_smoothing=0.1)
+    eager = loss(jnp.asarray(x), jnp.asarray(w))
+    value, (gx, gw) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(jnp.asarray(x), jnp.asarray(w))
+    per_row = jax.jit(lambda v: lse.cross_entropy(v, jnp.asarray(t), reduction="none"))(jnp.asarray(x))
+    assert value.dtype == jnp.float32 and gx.dtype == jnp.float32 and per_row.dtype == jnp.float32
+    assert float(eager) == pytest.approx(want, rel=1e-6)
+    assert float(value) == pytest.approx(want, rel=1e-6)
+    want_rows = lse.cross_entropy(x.astype(np.float64), t, reduction="none")
+    np.testing.assert_allclose(np.asarray(per_row), want_rows, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(gx), want_grad, rtol=1e-5, atol=1e-7)
+    assert np.all(np.isfinite(np.asarray(gw)))
+
+
 @pytest.mark.parametrize("t", [1e-50, 1e-300, 1e300])
 def test_temperature_outside_float32_range_without_x64(no_x64, t):
     """Without x64 the core works in float32, where 1e-50 rounds to 0 and 1e300 to inf: the

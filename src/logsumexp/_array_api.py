@@ -71,6 +71,18 @@ def default_float(xp: Any) -> Any:
         return xp.float64
 
 
+def index_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype for indices (what ``take_along_axis`` is sure to take).
+
+    JAX without 64-bit mode has no int64: asking for it there warns and truncates, so the dtype
+    is the namespace's own choice (int32 there, int64 on NumPy and PyTorch).
+    """
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
+
+
 def float_dtype(xp: Any, x: Array, dtype: Any = None) -> Any:
     """The dtype a result comes back in: ``dtype`` if given, else x's float dtype (integers → default)."""
     if dtype is not None:

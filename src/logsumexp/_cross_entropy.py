@@ -292,7 +292,9 @@ def _to_numpy(a: Array) -> Any:
 def _gather_last(xp: Any, x: Array, idx: Array) -> Array:
     """``x[..., idx]`` per row (the target's logit)."""
     if hasattr(xp, "take_along_axis"):
-        return xp.take_along_axis(x, xp.astype(idx, xp.int64)[..., None], axis=-1)[..., 0]
+        # The indexing dtype, not int64: JAX without 64-bit mode warns on int64 and truncates it.
+        index = idx if idx.dtype == aa.index_dtype(xp) else xp.astype(idx, aa.index_dtype(xp))
+        return xp.take_along_axis(x, index[..., None], axis=-1)[..., 0]
     cls = xp.arange(x.shape[-1])
     return xp.sum(xp.where(cls == idx[..., None], x, 0.0), axis=-1)
 
