@@ -96,6 +96,16 @@ def test_vmap_over_rows_equals_the_batched_call():
     np.testing.assert_allclose(np.asarray(sm), np.asarray(jitted("softmax")(x)), rtol=1e-15)
 
 
+def test_vmap_on_special_rows_equals_the_batched_call():
+    """+inf, all −inf and NaN rows under vmap (the shift selects, it never branches on values)."""
+    x = jnp.asarray([[1.0, 2.0, INF], [INF, 0.5, INF], [-INF] * 3, [0.5, -1.0, 3.0], [NAN, 0.0, 1.0]])
+    for fn in (lambda r: lse.logsumexp(r, axis=-1), lse.softmax, lse.log_softmax):
+        got = np.asarray(jax.jit(jax.vmap(fn))(x))
+        np.testing.assert_array_equal(got, np.asarray(jax.jit(fn)(x)))
+    grad = np.asarray(jax.jit(jax.vmap(jax.grad(lambda r: lse.logsumexp(r, axis=-1))))(x))
+    np.testing.assert_allclose(grad, np.asarray(lse.softmax(x)), rtol=1e-15)
+
+
 def test_vmap_of_cross_entropy_over_a_leading_batch_axis():
     x = jnp.asarray(np.stack([rows(), rows()[::-1]]))
     t = jnp.asarray(np.array([[2, 0, 3], [1, 1, 0]]))

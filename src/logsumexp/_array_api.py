@@ -164,7 +164,17 @@ def is_concrete(xp: Any, a: Array) -> bool:
         import jax
 
         return not isinstance(a, jax.core.Tracer)
+    if array_api_compat.is_torch_namespace(xp):
+        return not _torch_transformed(a)
     return True
+
+
+def _torch_transformed(a: Array) -> bool:
+    """Whether ``a`` is a tensor seen through ``torch.func`` (``vmap``, ``grad``): reading a value
+    of a batched tensor (``bool``, ``item``) is refused there, so the check is left to the row."""
+    import torch
+
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(a))
 
 
 def is_dask(xp: Any) -> bool:

@@ -163,7 +163,7 @@ def _prepare(
     if isinstance(axis, bool) or not hasattr(axis, "__index__"):
         raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
     (ca,) = aa.normalize_axis(axis, x.ndim)
-    x = xp.moveaxis(x, ca, -1)
+    x = x if ca == x.ndim - 1 else xp.moveaxis(x, ca, -1)  # a no-op move has no torch.func.vmap rule
     t = aa.as_array(xp, target, "target")
     index_target = xp.isdtype(t.dtype, "integral")
     if index_target:
@@ -173,7 +173,7 @@ def _prepare(
                 f"{tuple(x.shape[:-1])}, got {tuple(t.shape)}"
             )
     elif xp.isdtype(t.dtype, "real floating"):
-        t = xp.moveaxis(t, ca, -1) if t.ndim == x.ndim else t
+        t = xp.moveaxis(t, ca, -1) if t.ndim == x.ndim and ca != x.ndim - 1 else t
         if tuple(t.shape) != tuple(x.shape):
             raise ValueError(
                 f"target of probabilities must have the shape of logits, "
