@@ -381,6 +381,10 @@ def _cross_entropy_cases() -> list[Case]:
         _ce("posinf_gradient_weight_mean", _a([[INF, INF, 0.0, -INF], [0.0, 1.0, 2.0, 3.0]]), _i([0, 2]),
             _a([1.0, 2.0, 0.5, 1.5]), tags=("special",)),
         _ce("nan_in_one_row", _a([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0]]), _i([1, 2]), tags=("special",), reduction="none"),
+        # probabilities on a row with k logits at +inf: −log p = log k on those, classes of probability 0
+        # add 0 (the Triton kernel once computed Σ q·LSE − Σ q·x there, inf − inf = NaN)
+        _ce("posinf_probabilities", _a([[0.0, INF, INF, 1.0], [0.5, -1.0, 2.0, 0.0]]),
+            _a([[0.0, 0.25, 0.75, 0.0], [0.1, 0.2, 0.3, 0.4]]), tags=("special",), reduction="sum"),
     ]
     return out
 

@@ -28,18 +28,9 @@ def _importable(name: str) -> bool:
 
 # Torch-face cases that fail today because of torch-face defects being fixed in logsumexp/torch
 # (case name → reason). Strict: a fix turns the xfail into an XPASS failure and the entry is removed.
-_WEIGHT_GRAD = (
-    "torch face: the gradient with respect to the class weight is missing (weight.grad is None) or "
-    "holds only the mean denominator's term"
-)
-_RECOMPUTED_SOFTMAX = (
-    "torch face: backward recomputes the softmax as exp(x - LSE) from the saved row LSE, a relative "
-    "error of about |LSE|·eps (2e-5 in float32, 5e-14 in float64 at |x| = 1000)"
-)
-TORCH_FACE_KNOWN_FAILURES: dict[str, str] = {
-    "logsumexp-seed_pm1000": _RECOMPUTED_SOFTMAX,
-    "cross_entropy-seed_pm1000": _RECOMPUTED_SOFTMAX,
-}
+# None today: the last two (the seed [±1000]×3 on the torch face, whose backward recomputed the
+# softmax as exp(x − LSE), a relative error of |LSE|·eps) were fixed by recomputing exp(x − m)/s.
+TORCH_FACE_KNOWN_FAILURES: dict[str, str] = {}
 
 # Faces that accumulate float32 in float32 (the torch face) are held to a float32 tolerance a few ulp
 # wider than the core's correctly rounded results.

@@ -96,6 +96,16 @@ def test_vmap_over_rows_equals_the_batched_call():
     np.testing.assert_allclose(np.asarray(sm), np.asarray(jitted("softmax")(x)), rtol=1e-15)
 
 
+def test_vmap_on_special_rows_equals_the_batched_call():
+    """+inf, all −inf and NaN rows under vmap (the shift selects, it never branches on values)."""
+    x = jnp.asarray([[1.0, 2.0, INF], [INF, 0.5, INF], [-INF] * 3, [0.5, -1.0, 3.0], [NAN, 0.0, 1.0]])
+    for fn in (lambda r: lse.logsumexp(r, axis=-1), lse.softmax, lse.log_softmax):
+        got = np.asarray(jax.jit(jax.vmap(fn))(x))
+        np.testing.assert_array_equal(got, np.asarray(jax.jit(fn)(x)))
+    grad = np.asarray(jax.jit(jax.vmap(jax.grad(lambda r: lse.logsumexp(r, axis=-1))))(x))
+    np.testing.assert_allclose(grad, np.asarray(lse.softmax(x)), rtol=1e-15)
+
+
 def test_vmap_of_cross_entropy_over_a_leading_batch_axis():
     x = jnp.asarray(np.stack([rows(), rows()[::-1]]))
     t = jnp.asarray(np.array([[2, 0, 3], [1, 1, 0]]))
@@ -201,6 +211,32 @@ def test_float32_without_x64_under_jit_and_grad(no_x64):
     want = sum(float(mp_lse(r.astype(np.float64))) for r in rows("float32"))
     assert float(v) == pytest.approx(want, rel=1e-6)
     np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target_dtype", ["int32", "int64"])
+def test_cross_entropy_index_targets_without_x64_do_not_warn(no_x64, target_dtype):
+    """Integer targets once went through ``astype(int64)``, which JAX without x64 answers with a
+    UserWarning (an error here: warnings are errors) in eager calls, under jit and under grad.
+    Values and gradients match the NumPy float64 core within float32 accuracy."""
+    x = rows("float32")
+    t = np.array([2, 0, 3], dtype=target_dtype)
+    w = np.array([1.0, 0.5, 2.0, 0.25], dtype=np.float32)
+
+    def loss(v, cw):
+        return lse.cross_entropy(v, jnp.asarray(t), weight=cw, label_smoothing=0.1)
+
+    want = lse.cross_entropy(x.astype(np.float64), t, weight=w.astype(np.float64), label_smoothing=0.1)
+    want_grad = lse.cross_entropy_grad(x.astype(np.float64), t, weight=w.astype(np.float64), label_smoothing=0.1)
+    eager = loss(jnp.asarray(x), jnp.asarray(w))
+    value, (gx, gw) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(jnp.asarray(x), jnp.asarray(w))
+    per_row = jax.jit(lambda v: lse.cross_entropy(v, jnp.asarray(t), reduction="none"))(jnp.asarray(x))
+    assert value.dtype == jnp.float32 and gx.dtype == jnp.float32 and per_row.dtype == jnp.float32
+    assert float(eager) == pytest.approx(want, rel=1e-6)
+    assert float(value) == pytest.approx(want, rel=1e-6)
+    want_rows = lse.cross_entropy(x.astype(np.float64), t, reduction="none")
+    np.testing.assert_allclose(np.asarray(per_row), want_rows, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(gx), want_grad, rtol=1e-5, atol=1e-7)
+    assert np.all(np.isfinite(np.asarray(gw)))
 
 
 @pytest.mark.parametrize("t", [1e-50, 1e-300, 1e300])

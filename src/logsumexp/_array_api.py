@@ -71,6 +71,18 @@ def default_float(xp: Any) -> Any:
         return xp.float64
 
 
+def index_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype for indices (what ``take_along_axis`` is sure to take).
+
+    JAX without 64-bit mode has no int64: asking for it there warns and truncates, so the dtype
+    is the namespace's own choice (int32 there, int64 on NumPy and PyTorch).
+    """
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
+
+
 def float_dtype(xp: Any, x: Array, dtype: Any = None) -> Any:
     """The dtype a result comes back in: ``dtype`` if given, else x's float dtype (integers → default)."""
     if dtype is not None:
@@ -152,7 +164,17 @@ def is_concrete(xp: Any, a: Array) -> bool:
         import jax
 
         return not isinstance(a, jax.core.Tracer)
+    if array_api_compat.is_torch_namespace(xp):
+        return not _torch_transformed(a)
     return True
+
+
+def _torch_transformed(a: Array) -> bool:
+    """Whether ``a`` is a tensor seen through ``torch.func`` (``vmap``, ``grad``): reading a value
+    of a batched tensor (``bool``, ``item``) is refused there, so the check is left to the row."""
+    import torch
+
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(a))
 
 
 def is_dask(xp: Any) -> bool:

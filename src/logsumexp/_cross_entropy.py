@@ -163,7 +163,7 @@ def _prepare(
     if isinstance(axis, bool) or not hasattr(axis, "__index__"):
         raise TypeError(f"axis must be an int (the class axis), got {axis!r}")
     (ca,) = aa.normalize_axis(axis, x.ndim)
-    x = xp.moveaxis(x, ca, -1)
+    x = x if ca == x.ndim - 1 else xp.moveaxis(x, ca, -1)  # a no-op move has no torch.func.vmap rule
     t = aa.as_array(xp, target, "target")
     index_target = xp.isdtype(t.dtype, "integral")
     if index_target:
@@ -173,7 +173,7 @@ def _prepare(
                 f"{tuple(x.shape[:-1])}, got {tuple(t.shape)}"
             )
     elif xp.isdtype(t.dtype, "real floating"):
-        t = xp.moveaxis(t, ca, -1) if t.ndim == x.ndim else t
+        t = xp.moveaxis(t, ca, -1) if t.ndim == x.ndim and ca != x.ndim - 1 else t
         if tuple(t.shape) != tuple(x.shape):
             raise ValueError(
                 f"target of probabilities must have the shape of logits, "
@@ -292,7 +292,9 @@ def _to_numpy(a: Array) -> Any:
 def _gather_last(xp: Any, x: Array, idx: Array) -> Array:
     """``x[..., idx]`` per row (the target's logit)."""
     if hasattr(xp, "take_along_axis"):
-        return xp.take_along_axis(x, xp.astype(idx, xp.int64)[..., None], axis=-1)[..., 0]
+        # The indexing dtype, not int64: JAX without 64-bit mode warns on int64 and truncates it.
+        index = idx if idx.dtype == aa.index_dtype(xp) else xp.astype(idx, aa.index_dtype(xp))
+        return xp.take_along_axis(x, index[..., None], axis=-1)[..., 0]
     cls = xp.arange(x.shape[-1])
     return xp.sum(xp.where(cls == idx[..., None], x, 0.0), axis=-1)
 

@@ -126,9 +126,12 @@ def shifted(xp: Any, x: Array, m: Array) -> Array:
     is +inf, +inf entries become 0 (inf − inf taken as 0: they share the mass equally) and every
     finite entry −inf (relative to an infinite maximum it is nothing). NaN slices stay NaN.
     """
+    # A select, not ``if any(m == inf)``: a Python branch on values breaks torch.func.vmap and
+    # jax.jit (no value to branch on). Only NumPy, which no transform wraps, skips the select's
+    # elementwise pass when no slice has a +inf maximum (the blocked NumPy loop comes here).
     posinf = m == math.inf
     lazy = aa.is_lazy(xp)
-    if lazy or bool(xp.any(posinf)):
+    if not aa.is_numpy(xp) or bool(xp.any(posinf)):
         x = xp.where(posinf, aa.fill(xp, x == math.inf, 0.0, -math.inf, x), x)
     shift = xp.where(xp.isfinite(m), m, 0.0)
     if not lazy:

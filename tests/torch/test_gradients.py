@@ -194,3 +194,69 @@ def test_inplace_backward_keeps_the_special_value_rules():
     L.cross_entropy(b, t, reduction="sum").backward()
     torch.testing.assert_close(a.grad, b.grad, **F64)
     assert a.grad[0].tolist() == [-0.5, 0.0, 0.5]
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.func.vmap through the array core (lse.logsumexp on a tensor, not the torch face)
+# ------------------------------------------------------------------------------------------------
+_SPECIAL_ROWS = [
+    [1.0, 2.0, float("inf")],
+    [float("inf"), 0.5, float("inf")],
+    [-float("inf")] * 3,
+    [0.5, -1.0, 3.0],
+    [float("nan"), 0.0, 1.0],
+]
+
+
+def test_core_logsumexp_and_softmax_under_torch_func_vmap_match_the_batched_call():
+    """vmap once failed on a Python ``bool(any(max == inf))`` in the shift (a data-dependent branch
+    vmap refuses); rows with +inf, all −inf and NaN are where that branch mattered."""
+    import logsumexp as lse
+
+    x = torch.tensor(_SPECIAL_ROWS, dtype=torch.float64)
+    for fn in (lambda r: lse.logsumexp(r, axis=-1), lse.softmax, lse.log_softmax):
+        got = torch.func.vmap(fn)(x)
+        want = fn(x) if fn in (lse.softmax, lse.log_softmax) else lse.logsumexp(x, axis=-1)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    grad = torch.func.vmap(torch.func.grad(lambda r: lse.logsumexp(r, axis=-1)))(x)
+    torch.testing.assert_close(grad, lse.softmax(x), rtol=1e-15, atol=0, equal_nan=True)
+
+
+def test_core_cross_entropy_under_torch_func_vmap_matches_the_batched_call():
+    """Under vmap the target cannot be read to raise on a value out of range: the row says NaN
+    instead, as under jax.jit; in-range rows match the batched call exactly."""
+    import logsumexp as lse
+
+    x = torch.tensor(_SPECIAL_ROWS[:4], dtype=torch.float64)
+    t = torch.tensor([0, 2, 1, 2])
+    got = torch.func.vmap(lambda r, c: lse.cross_entropy(r, c))(x, t)
+    torch.testing.assert_close(got, lse.cross_entropy(x, t, reduction="none"), rtol=0, atol=0)
+    bad = torch.func.vmap(lambda r, c: lse.cross_entropy(r, c))(x, torch.tensor([0, 2, 7, 2]))
+    assert torch.isnan(bad[2]) and not torch.isnan(bad[[0, 1, 3]]).any()
+
+
+# ------------------------------------------------------------------------------------------------
+# The seed [±1000]×3: the backward's softmax keeps float32 accuracy
+# ------------------------------------------------------------------------------------------------
+_SEED = [[1000.0, 1000.0, 1000.0], [-1000.0, -1000.0, -1000.0]]
+
+
+@pytest.mark.parametrize("path", ["autograd", "torch.func.grad", "create_graph"])
+def test_seed_pm1000_gradients_keep_float32_accuracy(path):
+    """Each row's softmax is exactly 1/3. The backward once recomputed it as exp(x − LSE) from
+    the saved float32 LSE, whose rounding (|LSE|·eps ≈ 6e-5) made every probability 2e-5 off;
+    exp(x − m)/s is within a few ulp, on the chunked path and on the graph-building one."""
+    x = torch.tensor(_SEED, dtype=torch.float32)
+    t = torch.tensor([0, 2])
+    fns = {
+        "logsumexp": (lambda v: L.logsumexp(v, dim=-1).sum(), [[1 / 3] * 3] * 2),
+        "cross_entropy": (lambda v: L.cross_entropy(v, t), [[-1 / 3, 1 / 6, 1 / 6], [1 / 6, 1 / 6, -1 / 3]]),
+    }
+    for name, (fn, want) in fns.items():
+        if path == "torch.func.grad":
+            g = torch.func.grad(fn)(x)
+        else:
+            v = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(fn(v), v, create_graph=path == "create_graph")
+        torch.testing.assert_close(g.double(), torch.tensor(want, dtype=torch.float64), rtol=3e-7, atol=0,
+                                   msg=lambda m: f"{name}: {m}")

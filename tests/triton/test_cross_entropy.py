@@ -379,3 +379,45 @@ def test_torch_func_grad_and_hessian_vector_product(options):
     hv = torch.func.grad(lambda a: (torch.func.grad(ours)(a) * v).sum())(x)
     hv_ref = torch.func.grad(lambda a: (torch.func.grad(ref)(a) * v).sum())(x)
     assert rel(hv, hv_ref) <= 1e-12
+
+
+def _core_reference(x, q, **kw):
+    """The array core (NumPy, float64): the reference every face is held to."""
+    import numpy as np
+
+    import logsumexp as lse
+
+    xn, qn = x.double().cpu().numpy(), q.double().cpu().numpy()
+    value = torch.from_numpy(np.asarray(lse.cross_entropy(xn, qn, **kw)))
+    grad = None if kw.get("reduction") == "none" else torch.from_numpy(np.asarray(lse.cross_entropy_grad(xn, qn, **kw)))
+    return value, grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_probability_targets_on_rows_with_posinf_logits(dtype):
+    """k logits at +inf share p = 1/k, so their −log p is log k and classes of probability 0 add 0
+    (the kernel once computed Σ q·LSE − Σ q·x there: inf − inf = NaN). The sum of this batch is
+    the array core's 2.585497."""
+    inf = float("inf")
+    x = torch.tensor([[0.0, inf, inf, 1.0], [0.5, -1.0, 2.0, 0.0]], dtype=dtype, device=DEVICE)
+    q = torch.tensor([[0.0, 0.25, 0.75, 0.0], [0.1, 0.2, 0.3, 0.4]], dtype=dtype, device=DEVICE)
+    xg = x.clone().requires_grad_()
+    loss = ce(xg, q, reduction="sum")
+    loss.backward()
+    want, want_grad = _core_reference(x, q, reduction="sum")
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-6)
+    assert rel(xg.grad, want_grad) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_probability_targets_special_rows_match_the_array_core(dtype):
+    """Per row: +inf logits with mass only on them (log k), with mass off them (+inf), an all −inf
+    row with mass (+inf) and without (0, never NaN), a NaN row (NaN), a finite row."""
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([[0.0, inf, inf, 1.0], [inf, 0.0, 1.0, 2.0], [-inf] * 4, [-inf] * 4, [nan, 0.0, 1.0, 2.0],
+                      [0.5, -1.0, 2.0, 0.0]], dtype=dtype, device=DEVICE)
+    q = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25] * 4, [0.0] * 4, [0.25] * 4,
+                      [0.1, 0.2, 0.3, 0.4]], dtype=dtype, device=DEVICE)
+    got = ce(x, q, reduction="none").double().cpu()
+    want, _ = _core_reference(x, q, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0, equal_nan=True)

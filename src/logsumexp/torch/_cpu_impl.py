@@ -93,28 +93,58 @@ def exp_rest_sum(t: Tensor, am: Tensor) -> Tensor:
     return t.sum(dim=-1)
 
 
-def softmax_from_lse(z: Tensor, lse: Tensor, out: Tensor | None = None) -> Tensor:
-    """``exp(z − lse)`` per row, with the special-value rules above (may write ``out``, which may
-    be ``z`` itself: the special rows are read before it is overwritten)."""
-    bad = ~torch.isfinite(lse)
+def softmax_rows(z: Tensor, out: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+    """``exp(z − m) / s`` per row, recomputed from the logits alone (``m`` the row max,
+    ``s = Σ exp(z − m)``), times the per-row ``scale`` if given (folded into ``1/s``: one pass
+    over the chunk less); may write ``out``, which may be ``z`` itself.
+
+    Why not ``exp(z − LSE)`` from the saved LSE: the rounding of ``LSE`` itself, about
+    ``|LSE|·eps`` absolute, becomes a relative error of every probability (2e-5 in float32 at
+    ``z = ±1000``), whereas ``z − m`` is exact near the maximum and ``s ≥ 1`` carries a relative
+    error of a few eps. The backward reads the chunk anyway; what this adds is a row max and a
+    row sum per chunk, no exponential and no saved tensor beyond the per-row LSE.
+    Special rows follow :func:`shifted`: a +inf row gives 1/k on its k +inf entries, an all −inf
+    row 0 everywhere (its ``s = 0`` is read as 1), a NaN row NaN.
+    """
+    if z.shape[-1] == 0:  # no classes: nothing to normalise (and no maximum to take)
+        return z.new_empty(z.shape) if out is None else out
+    m = z.amax(dim=-1, keepdim=True)
+    bad = ~torch.isfinite(m)
     special = None
     if bool(bad.any()):
-        rows = bad.nonzero().squeeze(-1)
-        lb = lse[rows].unsqueeze(-1)
-        hot = (z[rows] == math.inf).to(z.dtype)
-        share = hot / hot.sum(dim=-1, keepdim=True).clamp_min(1.0)
-        # −inf row: no mass; +inf row: 1/k on its +inf entries; NaN row: NaN.
-        fixed = torch.where(lb == math.inf, share, torch.zeros_like(share))
-        special = rows, torch.where(torch.isnan(lb), lb, fixed)
-    out = torch.sub(z, lse.unsqueeze(-1), out=out) if out is not None else z - lse.unsqueeze(-1)
-    out.exp_()
+        # The shifted values of the special rows, read before ``out`` (possibly z) is written, as
+        # in shifted(): a +inf row 0 on its +inf entries and −inf elsewhere (after exp and the
+        # division by k, 1/k each), an all −inf row −inf (no mass), a NaN row NaN.
+        rows = bad.squeeze(-1).nonzero().squeeze(-1)
+        mb = m[rows]
+        fixed = torch.where((z[rows] == mb) & (mb == math.inf), 0.0, -math.inf).to(z.dtype)
+        special = rows, torch.where(torch.isnan(mb), mb, fixed)
+    out = torch.sub(z, m, out=out) if out is not None else z - m
     if special is not None:
         out[special[0]] = special[1].to(out.dtype)
-    return out
+    out.exp_()
+    s = out.sum(dim=-1, keepdim=True)
+    s = torch.where(s == 0, 1.0, s)
+    return out.div_(s) if scale is None else out.mul_(scale.unsqueeze(-1) / s)
+
+
+def _softmax_value(z: Tensor) -> Tensor:
+    """:func:`softmax_rows` without host reads (the values only: no gradient flows through them)."""
+    if z.shape[-1] == 0:
+        return z.detach().new_empty(z.shape)
+    with torch.no_grad():
+        z = z.detach()
+        m = z.amax(dim=-1, keepdim=True)
+        posinf = m == math.inf
+        t = torch.where(posinf, torch.where(z == math.inf, 0.0, -math.inf), z - torch.where(torch.isfinite(m), m, 0.0))
+        t = torch.where(m == -math.inf, -math.inf, t).exp()
+        s = t.sum(dim=-1, keepdim=True)
+        return t / torch.where(s == 0, 1.0, s)
 
 
 def softmax_from_lse_differentiable(z: Tensor, lse: Tensor) -> Tensor:
-    """:func:`softmax_from_lse` without in-place writes or host reads (a graph can be built on it).
+    """``exp(z − lse)`` per row with the special-value rules of :func:`softmax_rows`, without
+    in-place writes or host reads (a graph can be built on it).
 
     Non-finite rows are shifted by 0 and read as 0 before ``exp``, so that no ``inf`` reaches an
     operation whose derivative would turn the masked branch into ``0 · inf = NaN``.
@@ -125,7 +155,10 @@ def softmax_from_lse_differentiable(z: Tensor, lse: Tensor) -> Tensor:
     share = hot / hot.sum(dim=-1, keepdim=True).clamp_min(1.0)
     fixed = torch.where(lse.unsqueeze(-1) == math.inf, share, torch.zeros_like(share))
     fixed = torch.where(torch.isnan(lse).unsqueeze(-1), lse.unsqueeze(-1), fixed)
-    return torch.where(finite, p, fixed)
+    p = torch.where(finite, p, fixed)
+    # The value of exp(z − m)/s (see softmax_rows), the derivatives of exp(z − LSE): adding
+    # p − p.detach(), exactly 0 where p is finite, keeps the graph and replaces the rounding of LSE.
+    return _softmax_value(z) + (p - p.detach())
 
 
 class RowState(NamedTuple):
@@ -289,8 +322,7 @@ def chunk_grad(
     n_cls = z.shape[-1]
     eps = opts.label_smoothing
     a, wq, gv, tc = _row_multiplier(target, weight, lse, g_rows, g_lse, opts, n_cls)
-    grad = softmax_from_lse(z, lse, out=out)
-    grad.mul_(a.unsqueeze(-1))
+    grad = softmax_rows(z, out=out, scale=a)
     if wq is not None:
         grad.sub_(g_rows.unsqueeze(-1) * wq)
         return grad
@@ -361,7 +393,7 @@ def cross_entropy_rows_backward(
     opts: CrossEntropyOptions,
     out: Tensor | None = None,
 ) -> Tensor:
-    """Gradient with respect to the logits; softmax is recomputed from the saved LSE, chunk by chunk.
+    """Gradient with respect to the logits; softmax is recomputed as ``exp(z − m)/s``, chunk by chunk.
 
     ``out`` may be the logits themselves (an in-place backward: each chunk is read before it is
     overwritten by its gradient).
@@ -629,14 +661,14 @@ def logsumexp_last(x: Tensor) -> Tensor:
 
 
 def logsumexp_last_backward(g: Tensor, x: Tensor, lse: Tensor) -> Tensor:
-    """``g · softmax(x)``, chunk by chunk, with softmax recomputed as ``exp(x − lse)``."""
+    """``g · softmax(x)``, chunk by chunk, with softmax recomputed as ``exp(x − m)/s``
+    (:func:`softmax_rows`; ``lse`` is not needed for the value, only kept for the signature)."""
     acc = acc_dtype(x.dtype)
     x2 = _rows2d(x)
-    g1, l1 = g.reshape(-1).to(acc), lse.reshape(-1).to(acc)
+    g1 = g.reshape(-1).to(acc)
     out = x2.new_empty(x2.shape)
     for sl in row_chunks(*x2.shape):
-        p = softmax_from_lse(x2[sl].to(acc), l1[sl])
-        out[sl] = p.mul_(g1[sl].unsqueeze(-1))
+        out[sl] = softmax_rows(x2[sl].to(acc), scale=g1[sl])
     return out.reshape(x.shape)
 
 

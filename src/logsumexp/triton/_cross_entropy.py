@@ -155,8 +155,9 @@ def _ce_row(
     # ---- pass 1: online (m, r) state in the rest form, plus the target sums --------------------------
     m = tl.full((), float("-inf"), ACC)
     r = tl.full((), -1.0, ACC)
-    sum_w = tl.zeros((BLOCK,), ACC)  # Σ w_j (smoothing with weights) or Σ w_j·ỹ_j (probabilities)
-    sum_wx = tl.zeros((BLOCK,), ACC)  # Σ w_j·x_j or Σ w_j·ỹ_j·x_j
+    sum_w = tl.zeros((BLOCK,), ACC)  # Σ w_j (smoothing with weights) or Σ w_j·ỹ_j over x_j < +inf (probabilities)
+    sum_wx = tl.zeros((BLOCK,), ACC)  # Σ w_j·x_j or Σ w_j·ỹ_j·x_j over x_j < +inf
+    sum_w_inf = tl.zeros((BLOCK,), ACC)  # probabilities: Σ w_j·ỹ_j over x_j = +inf (they share p = 1/k)
     for start in range(0, n_cols, BLOCK):
         mask = start + cols < n_cols
         x = tl.load(x_row + start + cols, mask=mask, other=float("-inf")).to(ACC)
@@ -174,8 +175,11 @@ def _ce_row(
             if HAS_SMOOTHING:
                 y = (1.0 - eps) * y + eps / n_f
             wy = tl.where(mask, w * y, 0.0)
-            sum_w += wy
-            sum_wx += tl.where(wy == 0.0, 0.0, wy * x)  # 0·(−inf) adds 0, not NaN
+            # +inf logits are kept apart: Σ ỹ·LSE − Σ ỹ·x would be inf − inf = NaN on their row
+            at_inf = x == float("inf")
+            sum_w_inf += tl.where(at_inf, wy, 0.0)
+            sum_w += tl.where(at_inf, 0.0, wy)
+            sum_wx += tl.where((wy == 0.0) | at_inf, 0.0, wy * x)  # 0·(−inf) adds 0, not NaN
         elif HAS_SMOOTHING:
             sum_w += w
             sum_wx += tl.where(w == 0.0, 0.0, w * x)
@@ -185,8 +189,15 @@ def _ce_row(
     lse = tl.where(m == float("-inf"), float("-inf"), m + lg)
 
     if PROB_TARGET:
-        a = tl.sum(sum_w, axis=0)
+        a_off = tl.sum(sum_w, axis=0)  # target mass on the logits below +inf
+        a_inf = tl.sum(sum_w_inf, axis=0)  # target mass on the k logits at +inf (0 on a finite row)
+        a = a_off + a_inf
         loss = a * lse - tl.sum(sum_wx, axis=0)
+        # a row with k logits at +inf: those have −log p = log k = lg (the rest form counts each +inf as 1),
+        # the others p = 0, so any mass there makes the loss +inf, and none adds 0
+        loss = tl.where(m == float("inf"), a_inf * lg + tl.where(a_off > 0.0, float("inf"), 0.0), loss)
+        # an all −inf row: every p is 0 (−log p = +inf), so the loss is +inf with any mass, 0 without
+        loss = tl.where(m == float("-inf"), tl.where(a > 0.0, float("inf"), 0.0), loss)
     else:
         nll = tl.where(x_t == m, 0.0, m - x_t) + lg  # (m − x_t) + log1p(r): keeps small losses accurate
         nll = tl.where(x_t == float("-inf"), float("inf"), nll)  # a target of probability 0, even in an all −inf row
