@@ -277,6 +277,57 @@ def test_special_slices(row: list[float], m_exp: float, total: float | None, dty
                 assert lead[0] == 1.0
 
 
+def _after_finite_block(dtype: type, put: dict[int, float]) -> np.ndarray:
+    """7001 entries of N(0,1) (the first 2048-block sets a finite running maximum, the last
+    block is not a multiple of the 256-chunk) with the given entries overwritten."""
+    x = np.random.default_rng(7001).standard_normal(7001).astype(dtype)
+    x[0] = 4.0  # the first block's maximum; later blocks fold in one pass against it
+    for i, v in put.items():
+        x[i] = v
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("put", "m_exp", "total"),
+    [
+        ({3000: 9.0}, 9.0, None),  # a new maximum in a later block (the one-pass fold is redone)
+        ({3000: 4.0, 6990: 4.0}, 4.0, None),  # ties with the running maximum, one in the remainder
+        ({4100: INF, 7000: INF}, INF, 2.0),
+        ({2500: NAN}, NAN, None),
+        ({6999: -NAN}, NAN, None),  # a negative NaN sorts below every key: caught by the sum
+        ({2049: -INF, 5000: -INF}, 4.0, None),
+    ],
+)
+def test_one_pass_blocks_after_a_finite_maximum(put: dict[int, float], m_exp: float, total: float | None, dtype: type) -> None:
+    """Blocks after the first are folded in one pass (max and exp sum together) against the running
+    maximum; a block with a new or equal maximum, an inf or a NaN must come out as if folded in two."""
+    x = _after_finite_block(dtype, put)
+    m, lead, tail = state(x, (0,), None)
+    if math.isnan(m_exp):
+        assert math.isnan(m)
+        return
+    assert m == m_exp
+    if total is not None:
+        assert lead + tail == total
+        return
+    assert lead == 1.0
+    exact = mp_lse(x.astype(np.float64))
+    got = np.asarray(value(m, lead, tail)).astype(dtype)
+    assert ulp_error(got, exact, np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_increasing_input_redoes_every_block(dtype: type) -> None:
+    """A strictly increasing slice raises the maximum in every block (each one-pass fold is
+    discarded and redone): the state is still exact in its lead and accurate in value."""
+    x = np.linspace(-30.0, 5.0, 9000).astype(dtype)
+    m, lead, tail = state(x, (0,), None)
+    assert m == x[-1] and lead == 1.0
+    got = np.asarray(value(m, lead, tail)).astype(dtype)
+    assert ulp_error(got, mp_lse(x.astype(np.float64)), np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+
+
 def test_weights_zero_excludes_even_inf_and_nan() -> None:
     x = np.array([[INF, NAN, 1.0, 2.0]])
     b = np.array([[0.0, 0.0, 1.0, 3.0]])
