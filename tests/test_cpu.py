@@ -328,6 +328,45 @@ def test_increasing_input_redoes_every_block(dtype: type) -> None:
     assert ulp_error(got, mp_lse(x.astype(np.float64)), np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_folded_with_the_maximum_read_by_the_previous_row(dtype: type) -> None:
+    """Whole contiguous rows: each row's kernel call also reads the next row's maximum, and the
+    next row is folded against it. Rows with the maximum in a late block, ties across blocks, a
+    +inf, NaNs of both signs and all −inf follow finite rows; every state must be the one the
+    row has alone (m its max, lead 1, value to the ulp targets; the special states exact)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((9, 5000)).astype(dtype)
+    x[1, 4500] = 7.0  # the maximum in the last block
+    x[2, [10, 2100, 4999]] = 6.0  # three ties, in three blocks
+    x[3, 3000] = INF
+    x[4, 2500] = NAN
+    x[5, 100] = -NAN
+    x[6] = -INF
+    x[7, 0] = -50.0  # a row far below its neighbours
+    x[7, 1:] = -60.0 + x[7, 1:]
+    m, lead, tail = state(x, (1,), None)
+    for r in (0, 1, 2, 7, 8):
+        assert m[r] == x[r].max() and lead[r] == 1.0
+        got = np.asarray(value(m[r], lead[r], tail[r])).astype(dtype)
+        exact = mp_lse(x[r].astype(np.float64))
+        assert ulp_error(got, exact, np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+    assert tail[2] >= 2.0  # the two other ties add exactly 1 each
+    assert m[3] == INF and lead[3] + tail[3] == 1.0
+    assert math.isnan(m[4]) and math.isnan(m[5])
+    assert (m[6], lead[6] + tail[6]) == (-INF, 0.0)
+
+
+@pytest.mark.usefixtures("threaded")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_with_next_maximum_across_thread_ranges(dtype: type) -> None:
+    """The same over three threads' ranges of rows (the last row of a range has no next row)."""
+    x = np.random.default_rng(12).standard_normal((10, 4100)).astype(dtype) * 5
+    m, lead, tail = state(x, (1,), None)
+    np.testing.assert_array_equal(m, x.max(axis=1))
+    np.testing.assert_array_equal(lead, 1.0)
+    np.testing.assert_allclose(value(m, lead, tail), ref_lse(x, (1,)), rtol=2e-15 if dtype == np.float64 else 1e-12)
+
+
 def test_weights_zero_excludes_even_inf_and_nan() -> None:
     x = np.array([[INF, NAN, 1.0, 2.0]])
     b = np.array([[0.0, 0.0, 1.0, 3.0]])
