@@ -317,6 +317,18 @@ def test_one_pass_blocks_after_a_finite_maximum(put: dict[int, float], m_exp: fl
     assert ulp_error(got, exact, np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
 
 
+def test_one_pass_blocks_neg_inf_and_subnormal_terms() -> None:
+    """float64 one-pass blocks sum their exps scaled by 2^54 and scale the sums back once: −inf
+    entries (and terms below e^−746) must still add exactly 0, and a tail made of subnormal
+    terms (6000 e^−714 ≈ 4.9e−307) keeps its accuracy."""
+    x = np.concatenate([[0.0], np.full(6000, -INF)])
+    assert tuple(map(float, state(x, (0,), None))) == (0.0, 1.0, 0.0)
+    x = np.concatenate([[0.0], np.full(2047, -800.0), np.full(6000, -714.0)])
+    m, lead, tail = state(x, (0,), None)
+    assert (m, lead) == (0.0, 1.0)
+    assert ulp_error(tail, 6000 * MP.exp(-714), "float64") <= 1.5
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_increasing_input_redoes_every_block(dtype: type) -> None:
     """A strictly increasing slice raises the maximum in every block (each one-pass fold is

@@ -199,6 +199,35 @@ def _exp_le0_split(d):  # type: ignore[no-untyped-def]
     return sc * _TWOM54, (y * sc) * _TWOM54
 
 
+@njit(fastmath={"contract"}, cache=_CACHE)
+def _exp_le0_split_2p54(d):  # type: ignore[no-untyped-def]
+    """_exp_le0_split(d) times 2^54 (exactly): (2^(k+54), 2^(k+54)·y), both normal numbers for
+    d >= -746. For loops that sum the terms and scale the sums by 2^-54 once: the same sums
+    bit for bit where the terms are normal (scaling by a power of two is exact), more accurate
+    where they are subnormal (one rounding of the sum instead of one per term), and two
+    multiplications fewer per term. Below -746 (and for -inf) both parts are exactly 0 (a
+    select on the clamp's comparison): scaled, 2^(k+54) would no longer round to 0 per term."""
+    tiny = d < -746.0
+    d = -746.0 if tiny else d
+    t = d * _LOG2E + _SHIFT
+    kf = t - _SHIFT
+    r = (d - kf * _LN2HI) - kf * _LN2LO
+    q = _Q9
+    q = q * r + _Q8
+    q = q * r + _Q7
+    q = q * r + _Q6
+    q = q * r + _Q5
+    q = q * r + _Q4
+    q = q * r + _Q3
+    q = q * r + _Q2
+    q = q * r + _Q1
+    q = q * r + _Q0
+    y = r + r * r * q
+    sc = _i2f(_f2i(t) << 52)
+    sc = 0.0 if tiny else sc
+    return sc, y * sc
+
+
 # For float32 data (results rounded to float32) a cheaper exp suffices: Q of degree 7 (relative
 # error 7.4e-14), one-part ln 2, and no subnormal scaling: d is clamped at -708 so that 2**k
 # stays normal (terms below 1e-307 are far below float32's resolution of a sum whose leading
@@ -457,7 +486,7 @@ def _fold_block_below(xb, lo, n, m):  # type: ignore[no-untyped-def]
                 v = np.float64(xc[i])
                 ki = _key(v)
                 k = ki if ki > k else k
-                hi, lo_ = _exp_le0_split(v - m)
+                hi, lo_ = _exp_le0_split_2p54(v - m)
                 sc += hi
                 sc2 += lo_
             s += sc
@@ -468,11 +497,14 @@ def _fold_block_below(xb, lo, n, m):  # type: ignore[no-untyped-def]
             v = np.float64(xb[i])
             ki = _key(v)
             k = ki if ki > k else k
-            hi, lo_ = _exp_le0_split(v - m)
+            hi, lo_ = _exp_le0_split_2p54(v - m)
             sc += hi
             sc2 += lo_
         s += sc
         s2 += sc2
+        # the terms were taken times 2^54 (see _exp_le0_split_2p54)
+        s *= _TWOM54
+        s2 *= _TWOM54
     return _unkey(k), s, s2
 
 
@@ -525,7 +557,7 @@ def _fold_block_below_next(xb, nb, lo, n, m):  # type: ignore[no-untyped-def]
                 k = ki if ki > k else k
                 kn = _key(np.float64(nc[i]))
                 nk = kn if kn > nk else nk
-                hi, lo_ = _exp_le0_split(v - m)
+                hi, lo_ = _exp_le0_split_2p54(v - m)
                 sc += hi
                 sc2 += lo_
             s += sc
@@ -538,11 +570,14 @@ def _fold_block_below_next(xb, nb, lo, n, m):  # type: ignore[no-untyped-def]
             k = ki if ki > k else k
             kn = _key(np.float64(nb[i]))
             nk = kn if kn > nk else nk
-            hi, lo_ = _exp_le0_split(v - m)
+            hi, lo_ = _exp_le0_split_2p54(v - m)
             sc += hi
             sc2 += lo_
         s += sc
         s2 += sc2
+        # the terms were taken times 2^54 (see _exp_le0_split_2p54)
+        s *= _TWOM54
+        s2 *= _TWOM54
     return _unkey(k), _unkey(nk), s, s2
 
 
