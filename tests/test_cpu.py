@@ -277,6 +277,108 @@ def test_special_slices(row: list[float], m_exp: float, total: float | None, dty
                 assert lead[0] == 1.0
 
 
+def _after_finite_block(dtype: type, put: dict[int, float]) -> np.ndarray:
+    """7001 entries of N(0,1) (the first 2048-block sets a finite running maximum, the last
+    block is not a multiple of the 256-chunk) with the given entries overwritten."""
+    x = np.random.default_rng(7001).standard_normal(7001).astype(dtype)
+    x[0] = 4.0  # the first block's maximum; later blocks fold in one pass against it
+    for i, v in put.items():
+        x[i] = v
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("put", "m_exp", "total"),
+    [
+        ({3000: 9.0}, 9.0, None),  # a new maximum in a later block (the one-pass fold is redone)
+        ({3000: 4.0, 6990: 4.0}, 4.0, None),  # ties with the running maximum, one in the remainder
+        ({4100: INF, 7000: INF}, INF, 2.0),
+        ({2500: NAN}, NAN, None),
+        ({6999: -NAN}, NAN, None),  # a negative NaN sorts below every key: caught by the sum
+        ({2049: -INF, 5000: -INF}, 4.0, None),
+    ],
+)
+def test_one_pass_blocks_after_a_finite_maximum(put: dict[int, float], m_exp: float, total: float | None, dtype: type) -> None:
+    """Blocks after the first are folded in one pass (max and exp sum together) against the running
+    maximum; a block with a new or equal maximum, an inf or a NaN must come out as if folded in two."""
+    x = _after_finite_block(dtype, put)
+    m, lead, tail = state(x, (0,), None)
+    if math.isnan(m_exp):
+        assert math.isnan(m)
+        return
+    assert m == m_exp
+    if total is not None:
+        assert lead + tail == total
+        return
+    assert lead == 1.0
+    exact = mp_lse(x.astype(np.float64))
+    got = np.asarray(value(m, lead, tail)).astype(dtype)
+    assert ulp_error(got, exact, np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+
+
+def test_one_pass_blocks_neg_inf_and_subnormal_terms() -> None:
+    """float64 one-pass blocks sum their exps scaled by 2^54 and scale the sums back once: −inf
+    entries (and terms below e^−746) must still add exactly 0, and a tail made of subnormal
+    terms (6000 e^−714 ≈ 4.9e−307) keeps its accuracy."""
+    x = np.concatenate([[0.0], np.full(6000, -INF)])
+    assert tuple(map(float, state(x, (0,), None))) == (0.0, 1.0, 0.0)
+    x = np.concatenate([[0.0], np.full(2047, -800.0), np.full(6000, -714.0)])
+    m, lead, tail = state(x, (0,), None)
+    assert (m, lead) == (0.0, 1.0)
+    assert ulp_error(tail, 6000 * MP.exp(-714), "float64") <= 1.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_increasing_input_redoes_every_block(dtype: type) -> None:
+    """A strictly increasing slice raises the maximum in every block (each one-pass fold is
+    discarded and redone): the state is still exact in its lead and accurate in value."""
+    x = np.linspace(-30.0, 5.0, 9000).astype(dtype)
+    m, lead, tail = state(x, (0,), None)
+    assert m == x[-1] and lead == 1.0
+    got = np.asarray(value(m, lead, tail)).astype(dtype)
+    assert ulp_error(got, mp_lse(x.astype(np.float64)), np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_folded_with_the_maximum_read_by_the_previous_row(dtype: type) -> None:
+    """Whole contiguous rows: each row's kernel call also reads the next row's maximum, and the
+    next row is folded against it. Rows with the maximum in a late block, ties across blocks, a
+    +inf, NaNs of both signs and all −inf follow finite rows; every state must be the one the
+    row has alone (m its max, lead 1, value to the ulp targets; the special states exact)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((9, 5000)).astype(dtype)
+    x[1, 4500] = 7.0  # the maximum in the last block
+    x[2, [10, 2100, 4999]] = 6.0  # three ties, in three blocks
+    x[3, 3000] = INF
+    x[4, 2500] = NAN
+    x[5, 100] = -NAN
+    x[6] = -INF
+    x[7, 0] = -50.0  # a row far below its neighbours
+    x[7, 1:] = -60.0 + x[7, 1:]
+    m, lead, tail = state(x, (1,), None)
+    for r in (0, 1, 2, 7, 8):
+        assert m[r] == x[r].max() and lead[r] == 1.0
+        got = np.asarray(value(m[r], lead[r], tail[r])).astype(dtype)
+        exact = mp_lse(x[r].astype(np.float64))
+        assert ulp_error(got, exact, np.dtype(dtype).name) <= (1.5 if dtype == np.float64 else 0.51)
+    assert tail[2] >= 2.0  # the two other ties add exactly 1 each
+    assert m[3] == INF and lead[3] + tail[3] == 1.0
+    assert math.isnan(m[4]) and math.isnan(m[5])
+    assert (m[6], lead[6] + tail[6]) == (-INF, 0.0)
+
+
+@pytest.mark.usefixtures("threaded")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_with_next_maximum_across_thread_ranges(dtype: type) -> None:
+    """The same over three threads' ranges of rows (the last row of a range has no next row)."""
+    x = np.random.default_rng(12).standard_normal((10, 4100)).astype(dtype) * 5
+    m, lead, tail = state(x, (1,), None)
+    np.testing.assert_array_equal(m, x.max(axis=1))
+    np.testing.assert_array_equal(lead, 1.0)
+    np.testing.assert_allclose(value(m, lead, tail), ref_lse(x, (1,)), rtol=2e-15 if dtype == np.float64 else 1e-12)
+
+
 def test_weights_zero_excludes_even_inf_and_nan() -> None:
     x = np.array([[INF, NAN, 1.0, 2.0]])
     b = np.array([[0.0, 0.0, 1.0, 3.0]])

@@ -10,8 +10,12 @@ Hooks
 ``lse_state(x, axes, b)``
     The per-slice state ``(m, lead, tail)`` with ``Σ b_i e^{x_i} = e^m (lead + tail)``, reading
     the data once. Row kernel (innermost reduced axis contiguous, or any stride when no kept axis
-    is contiguous): blocks of 2048 elements, a block max, then a vectorised exp sum from L1
-    (strided or weighted blocks are first gathered into a float64 L1 buffer). Column kernel
+    is contiguous): blocks of 2048 elements; contiguous unweighted blocks after the first in one
+    pass (their max and their exp sum against the running max together, redone when the block
+    reaches that max), other blocks as a block max then a vectorised exp sum from L1 (strided
+    or weighted blocks are first gathered into a float64 L1 buffer). Whole contiguous
+    unweighted rows also read the next row's maximum in those loops, so that the next row is
+    folded against its true maximum from its first block. Column kernel
     (reduced axes strided, a kept axis contiguous, e.g. ``axis=0`` of a C-ordered matrix):
     tiles of 64 reduced rows × 1024 columns, vectorised across the columns, rescaled per column
     like the online (max, sum) merge. Both keep the maximal terms out of the tail with a
