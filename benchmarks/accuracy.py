@@ -11,7 +11,7 @@ where ulp(exact) is the spacing of the dtype at |exact| (2^(e − p + 1) for 2^e
 with e clamped at the dtype's minimum exponent, so subnormal results have the subnormal spacing).
 A result that is ±inf or NaN where the exact value is finite is reported as "inf" / "nan".
 
-It also tabulates every library's output on the special-value rows of DESIGN.md §2 (marked
+It also tabulates every library's output on the special-value rows of the numerical contract (README) (marked
 against the contract) and the two pinned dominant-term cases (log_softmax at the dominant entry of
 [0, −40×999] and cross_entropy of [[20, 0, 0]], target 0), and writes docs/ACCURACY.md and
 docs/accuracy.png.
@@ -419,7 +419,7 @@ def fmt_ulps(v: float) -> str:
     return f"{m}e{int(e)}"
 
 
-# -- special values (DESIGN.md §2) ---------------------------------------------------------
+# -- special values (the numerical contract) ---------------------------------------------------------
 INF, NAN = math.inf, math.nan
 SPECIAL_ROWS: tuple[tuple[str, list[float]], ...] = (
     ("all −inf", [-INF, -INF, -INF]),
@@ -794,7 +794,7 @@ def write_markdown(
     out += [
         "## Pinned dominant-term cases (target for ours: ≤ 2 ulp)",
         "",
-        "The dominant-term trick of DESIGN.md §2: a confident prediction keeps its relative accuracy, where "
+        "The dominant-term trick (Blanchard, Higham & Higham): a confident prediction keeps its relative accuracy, where "
         "`x_j − LSE` computed with the plain shift loses it (0 in float32; at most two correct digits in float64).",
         "",
     ]
@@ -804,7 +804,7 @@ def write_markdown(
     ) + [""]
 
     out += [
-        "## Special values (DESIGN.md §2), float64",
+        "## Special values (the numerical contract in the README), float64",
         "",
         "Each cell is the library's output; ✓ matches the contract, ✗ does not. Inputs: all −inf "
         "`[−inf, −inf, −inf]`; some −inf `[0, −inf, 1]`; one +inf `[0, inf, 1]`; two +inf `[inf, 0, inf]`; "

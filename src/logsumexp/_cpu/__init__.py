@@ -463,7 +463,7 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
 
     ``softmax_i = e^{x_i - m} / (1 + tail)`` and ``log_softmax_i = (x_i - m) - log1p(tail)``
     with the row state of ``lse_state`` (accumulated in float64), returned in x's dtype, with the
-    special values of DESIGN.md §2: an all −inf row gives 0 / −inf, k entries +inf give 1/k
+    special values of the numerical contract: an all −inf row gives 0 / −inf, k entries +inf give 1/k
     there and 0 elsewhere (−log k / −inf), a NaN makes its row NaN. Declines (None) when
     disabled, for other dtypes, or (compiled path) when ``axis`` is not the unit-stride axis;
     without numba the blocked NumPy fallback answers.
