@@ -16,17 +16,7 @@ import pytest
 import logsumexp as lse
 from logsumexp import cli
 
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def ok(capsys, *argv: str) -> str:
-    code, out, err = run(capsys, *argv)
-    assert code == 0, err
-    return out
+from _cli_helpers import ok, run
 
 
 def fails(capsys, code: int, *argv: str) -> str:
