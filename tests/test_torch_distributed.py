@@ -69,7 +69,7 @@ class Case:
     dtype: str = "float64"
     weight: bool = False
     ignore: str = "some"  # none | some | all
-    special: str | None = None  # confident | confident_f32 | tie | plus_inf | minus_inf
+    special: str | None = None  # confident | confident_f32 | pm1000 | tie | plus_inf | minus_inf
     lse_grad: bool = False  # also back-propagate through the returned LSE
     dp: str | None = (
         None  # num_items_group: "split" (TP size 1, DP = world) or "same" (TP = DP = world)
@@ -132,6 +132,7 @@ CASES = [
         n=4,
         dtype="float32",
     ),
+    Case("pm1000_float32", {"reduction": "sum"}, special="pm1000", ignore="none", n=4, dtype="float32"),
     Case("tie_across_ranks", {"reduction": "none"}, special="tie", ignore="none", n=4),
     Case("plus_inf_on_two_ranks", {"reduction": "none"}, special="plus_inf", ignore="none", n=4),
     Case("minus_inf_slice", {"reduction": "none"}, special="minus_inf", ignore="none", n=4),
@@ -268,6 +269,12 @@ def make_data(case: Case, world: int) -> dict[str, Any]:
         for i in range(xf.shape[0]):
             c = (s1 + 3 * i) % V
             xf[i, c] = big
+            flat_t[i] = c
+    elif case.special == "pm1000":  # the seed's [±1000]: three maxima at 1000 on different ranks
+        xf[:] = -1000.0
+        for i in range(xf.shape[0]):
+            c = (s1 + i) % V
+            xf[i, [0, c, V - 1]] = 1000.0
             flat_t[i] = c
     elif case.special == "tie":
         xf[:] = 0.0
@@ -669,6 +676,17 @@ def test_confident_prediction_float32(results, world: int) -> None:
         (V - 1) * math.exp(-20.0)
     )  # 5.98e-8, while 1 + 5.98e-8 rounds to 1 in float32
     torch.testing.assert_close(loss, torch.full_like(loss, expected), rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_gradient_at_pm1000_keeps_float32_accuracy(results, world: int) -> None:
+    """Logits at ±1000 in float32: the softmax in backward is e^{z − M}/s from the global max and
+    sum, within 3e-7 of the float64 gradient; formed as e^{z − LSE}, LSE's own rounding (|LSE|·eps,
+    6e-5 at 1000) became a relative error of every probability (2e-5)."""
+    case = next(c for c in CASES if c.name == "pm1000_float32")
+    got = assembled_grad(case, world, ranks(results, world, case))
+    want = reference(case, world)["grad"]
+    torch.testing.assert_close(got, want, rtol=3e-7, atol=1e-30)
 
 
 @pytest.mark.parametrize("world", WORLDS)

@@ -388,10 +388,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             loss = rows.sum()
         else:
             loss = rows.sum() / torch.where(den > 0, den, 1.0)  # 0/0: no counted row → 0
-        # +inf rows: the number of +inf logits over all ranks, which share the probability.
-        top = torch.where(big == math.inf, 1.0 + state.tail, 0.0).to(acc)
+        # The global max and sum, so that backward forms softmax = e^{z − M} / s: from the LSE,
+        # e^{z − LSE} would carry LSE's own rounding (|LSE|·eps) into every probability. On +inf
+        # rows s counts the +inf logits over all ranks, which share the probability.
         lse_acc = lse.to(acc)
-        ctx.save_for_backward(x, t, weight, lse_acc, top, den)
+        ctx.save_for_backward(x, t, weight, lse_acc, big.to(acc), (1.0 + state.tail).to(acc), den)
         ctx.plan = plan
         ctx.n_classes = n_classes
         ctx.w_sum = w_sum
@@ -403,7 +404,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, g_loss: Tensor | None, g_lse: Tensor | None):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        x, t, weight, lse, top, den = ctx.saved_tensors
+        x, t, weight, lse, big, s, den = ctx.saved_tensors
+        top = torch.where(big == math.inf, s, 0.0)
         plan: VocabParallelOptions = ctx.plan
         opts = plan.ce
         n, width = x.shape
@@ -442,13 +444,15 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             smooth = (gv * (eps / n_classes)).unsqueeze(-1)
             smooth = smooth if w_local is None else smooth * w_local
         special = bool((~torch.isfinite(lse)).any())  # one host read per call, not per chunk
+        # 1/s folded into the row multiplier (one pass less); special rows get their softmax whole.
+        scale = torch.where(torch.isfinite(lse), a / s, a)
         direct = grad.dtype == acc and opts.softcap is None
         for sl in K.row_chunks(n, width):
             z = K.capped(x[sl], opts.softcap, acc)  # may be x itself: never written to
-            p = torch.sub(z, lse[sl].unsqueeze(-1), out=grad[sl] if direct else None).exp_()
+            p = torch.sub(z, big[sl].unsqueeze(-1), out=grad[sl] if direct else None).exp_()
             if special:
                 _fix_special_rows(p, z, lse[sl], top[sl])
-            p.mul_(a[sl].unsqueeze(-1))
+            p.mul_(scale[sl].unsqueeze(-1))
             p.scatter_add_(-1, loc[sl], hot[sl].to(p.dtype))
             if smooth is not None:
                 p.sub_(smooth[sl])
