@@ -356,7 +356,10 @@ def test_rows_folded_with_the_maximum_read_by_the_previous_row(dtype: type) -> N
     x[6] = -INF
     x[7, 0] = -50.0  # a row far below its neighbours
     x[7, 1:] = -60.0 + x[7, 1:]
+    x[8] = -40.0  # two tied maxima over a flat floor: the tail is 1 + 4998·e^-40, exactly
+    x[8, [5, 3000]] = 0.0
     m, lead, tail = state(x, (1,), None)
+    assert abs(tail[8] - (1.0 + 4998 * math.exp(-40.0))) <= 1e-15  # the tie adds exactly 1
     for r in (0, 1, 2, 7, 8):
         assert m[r] == x[r].max() and lead[r] == 1.0
         got = np.asarray(value(m[r], lead[r], tail[r])).astype(dtype)
