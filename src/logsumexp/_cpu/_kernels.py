@@ -363,24 +363,28 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
         if lo:
             for a in range(0, n, CHUNK):
                 sc = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    d = np.float64(buf[i]) - m
-                    e = wbuf[i] * _exp_le0_lo(d)
+                bc = buf[a : min(a + CHUNK, n)]
+                wc = wbuf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    d = np.float64(bc[i]) - m
+                    e = wc[i] * _exp_le0_lo(d)
                     at_max = d == 0.0
                     sc += 0.0 if at_max else e
-                    sl += wbuf[i] if at_max else 0.0
+                    sl += wc[i] if at_max else 0.0
                 s += sc
         else:
             for a in range(0, n, CHUNK):
                 sc = 0.0
                 sc2 = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    d = np.float64(buf[i]) - m
+                bc = buf[a : min(a + CHUNK, n)]
+                wc = wbuf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    d = np.float64(bc[i]) - m
                     hi, lo_ = _exp_le0_split(d)
                     at_max = d == 0.0
-                    sc += 0.0 if at_max else wbuf[i] * hi
-                    sc2 += 0.0 if at_max else wbuf[i] * lo_
-                    sl += wbuf[i] if at_max else 0.0
+                    sc += 0.0 if at_max else wc[i] * hi
+                    sc2 += 0.0 if at_max else wc[i] * lo_
+                    sl += wc[i] if at_max else 0.0
                 s += sc
                 s2 += sc2
         if lead == 0.0 and sl != 0.0:
@@ -393,15 +397,17 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
         if lo:
             for a in range(0, n, CHUNK):
                 sc = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    sc += _exp_le0_lo(np.float64(buf[i]) - m)
+                bc = buf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    sc += _exp_le0_lo(np.float64(bc[i]) - m)
                 s += sc
         else:
             for a in range(0, n, CHUNK):
                 sc = 0.0
                 sc2 = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    hi, lo_ = _exp_le0_split(np.float64(buf[i]) - m)
+                bc = buf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    hi, lo_ = _exp_le0_split(np.float64(bc[i]) - m)
                     sc += hi
                     sc2 += lo_
                 s += sc
@@ -412,8 +418,9 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
         if lo:
             for a in range(0, n, CHUNK):
                 sc = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    d = np.float64(buf[i]) - m
+                bc = buf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    d = np.float64(bc[i]) - m
                     e = _exp_le0_lo(d)
                     at_max = d == 0.0
                     sc += 0.0 if at_max else e
@@ -423,8 +430,9 @@ def _fold_block(buf, wbuf, has_b, lo, n, m, lead, tail, comp):  # type: ignore[n
             for a in range(0, n, CHUNK):
                 sc = 0.0
                 sc2 = 0.0
-                for i in range(a, min(a + CHUNK, n)):
-                    d = np.float64(buf[i]) - m
+                bc = buf[a : min(a + CHUNK, n)]
+                for i in range(bc.size):
+                    d = np.float64(bc[i]) - m
                     hi, lo_ = _exp_le0_split(d)
                     at_max = d == 0.0
                     sc += 0.0 if at_max else hi
