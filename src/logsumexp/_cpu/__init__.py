@@ -417,6 +417,19 @@ def _column_state(
     return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
 
 
+def lse_1d_small(x: np.ndarray) -> np.floating | None:
+    """LogSumExp of a small contiguous 1-D float32/float64 ndarray (fewer than ``PARALLEL_MIN``
+    elements) in one compiled call, or None: the n = 1000 call with nothing else in front of
+    the kernel (each Python-level check costs ~0.1-0.8 µs on a 2.0 GHz Xeon; the kernel ~4 µs).
+    The same value as ``lse_value(x, (0,))``."""
+    k = _kmod if (_enabled and not _no_numba) else None
+    if k is None or x.dtype.char not in "fd" or not 0 < x.size < PARALLEL_MIN or not x.flags.c_contiguous:
+        return None
+    # x itself, not a read-only view as elsewhere: Numba dispatches a writeable array ~0.7 µs
+    # faster, and making the view costs ~0.9 µs more; the price is a second compiled signature.
+    return x.dtype.type(k.lse_1d_value(x))
+
+
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating | None:
     """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype (float64 accumulation), or None.
 
@@ -436,10 +449,10 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating 
     k = _get_kernels()
     if k is None:
         return _numpy.lse_value(x, axes)
-    if axes == (0,) and x.ndim == 1 and 0 < x.size < PARALLEL_MIN and x.flags.c_contiguous:
-        v = x.view()
-        v.flags.writeable = False
-        return x.dtype.type(k.lse_1d_value(v))
+    if axes == (0,) and x.ndim == 1:
+        small = lse_1d_small(x)
+        if small is not None:
+            return small
     st = _state_dd(x, axes, None)
     if st is None:
         return None
