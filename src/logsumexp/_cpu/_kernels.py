@@ -946,10 +946,30 @@ def _write_range(x, xs, xbase, out, os, obase, a, n, m, lead, tail, log):  # typ
 SCRATCH_MAX = 1 << 16
 
 
+@njit(fastmath={"contract"}, cache=_CACHE)
+def _max_below(xr, m):  # type: ignore[no-untyped-def]
+    """The largest entry of xr below m (−inf if none), on the integer keys (vectorised)."""
+    _wide()
+    km = _key(m)
+    k = -(2**63)
+    for i in range(xr.size):
+        ki = _key(np.float64(xr[i]))
+        ki = ki if ki < km else -(2**63)
+        k = ki if ki > k else k
+    return -np.inf if k == -(2**63) else _unkey(k)
+
+
 @njit(fastmath={"reassoc", "contract"}, cache=_CACHE)
-def _row_expsum(xr, scratch, m, store):  # type: ignore[no-untyped-def]
+def _row_expsum(xr, scratch, m, store, thr):  # type: ignore[no-untyped-def]
     """(Σ_{x_i != m} e^{x_i - m}, #{x_i == m}) of one contiguous row with finite max m, storing
-    the exps in scratch when ``store``. The maximal terms are selected out, never subtracted."""
+    the exps in scratch when ``store``. The maximal terms are selected out, never subtracted.
+
+    float64: the sum in two parts, the powers of two 2^k of _exp_le0_split and the rest. A
+    power of two more than 53 binades below a lane's running sum would be rounded away (on
+    U(−700, 700) rows those losses, all of one sign, made the tail 1.2 ulp small and
+    log_softmax's top entry 1.05 ulp off), so terms whose 2^k is below ``thr`` (2^-37 times
+    the largest tail term, see _softmax_row) go whole into the second part instead, where each
+    rounds once, relative to that part's own size."""
     _wide()
     n = xr.size
     s = 0.0
@@ -978,16 +998,18 @@ def _row_expsum(xr, scratch, m, store):  # type: ignore[no-untyped-def]
                 hi, lo_ = _exp_le0_split(d)
                 scratch[i] = hi + lo_
                 z = d == 0.0
-                s += 0.0 if z else hi
-                s2 += 0.0 if z else lo_
+                small = hi < thr
+                s += 0.0 if (z or small) else hi
+                s2 += 0.0 if z else (lo_ + hi if small else lo_)
                 cnt += 1 if z else 0
         else:
             for i in range(n):
                 d = np.float64(xr[i]) - m
                 hi, lo_ = _exp_le0_split(d)
                 z = d == 0.0
-                s += 0.0 if z else hi
-                s2 += 0.0 if z else lo_
+                small = hi < thr
+                s += 0.0 if (z or small) else hi
+                s2 += 0.0 if z else (lo_ + hi if small else lo_)
                 cnt += 1 if z else 0
     return s, s2, cnt
 
@@ -1006,6 +1028,13 @@ def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
     m = _block_max(xr, n)
     if not math.isfinite(m):
         return False
+    # float32 rows keep their exps for the write; float64 softmax recomputes them in two parts
+    store = not log and xr.itemsize == 4
+    thr = 0.0
+    if xr.itemsize == 8:
+        # 2^-37 times the largest tail term e^{m2 − m}: the powers of two at or above it sum
+        # exactly within a block (2048 terms ≤ 2^11 times the largest), see _row_expsum
+        thr = _exp_le0(_max_below(xr, m) - m) * 2.0**-37
     # Block sums combined with a compensated sum (as in _range_state): one vectorised sum over
     # a 32000-long row adds ~1000 terms per lane sequentially.
     tail = 0.0
@@ -1013,7 +1042,7 @@ def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
     cnt = 0
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
-        sb, sb2, cb = _row_expsum(xr[a:b], scratch[a:b] if not log else scratch, m, not log)
+        sb, sb2, cb = _row_expsum(xr[a:b], scratch[a:b] if store else scratch, m, store, thr)
         tail, comp = _two_sum_acc(tail, comp, sb)
         tail, comp = _two_sum_acc(tail, comp, sb2)
         cnt += cb
@@ -1028,48 +1057,44 @@ def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
         return True
     if not log and outr.itemsize == 8:
         th, tl = _two_sum(1.0, tail)
-        _softmax_dd(xr, outr, scratch, m, th, tl + comp)
+        _softmax_dd(xr, outr, m, th, tl + comp)
         return True
-    tail += comp
+    tail += comp  # float32 from here on
     if log:
         c = _log1p(tail)
         for i in range(n):
             outr[i] = (np.float64(xr[i]) - m) - c
-    elif outr.itemsize == 4:
+    else:
         r = 1.0 / (1.0 + tail)
         for i in range(n):
             outr[i] = scratch[i] * r
-    else:
-        tot = 1.0 + tail
-        for i in range(n):
-            outr[i] = scratch[i] / tot
     return True
 
 
-# Put the rounding of x_i − m back into softmax entries (float64): measured on N(0,1)·10 rows it
-# takes the worst entry from 32 ulp to 1.75 (and 4.7 -> 2.2 at scale 1). A switch (read when the
-# kernels compile) so that the cost and the accuracy can be measured both ways.
-SOFTMAX_EXACT_SHIFT = True
+@njit(fastmath={"contract"}, cache=_CACHE)
+def _softmax_dd(xr, outr, m, th, tl):  # type: ignore[no-untyped-def]
+    """outr[i] = e^{x_i − m} / (th + tl) for float64, rounded once but for the exp's own ~0.1 ulp.
 
-
-@njit(cache=_CACHE)
-def _softmax_dd(xr, outr, scratch, m, th, tl):  # type: ignore[no-untyped-def]
-    """outr[i] = e^{x_i − m} / (th + tl) from the stored exps e_i = e^{fl(x_i − m)}: the rounding
-    dl of x_i − m (TwoSum) is put back as e_i·(1 + dl) (for x_i far below m it is |x_i − m|·2^-53
-    relative: 30 ulp at x_i − m = −60), and the division by the double-double sum is exact but
-    for the final rounding (remainder by FMA). No fast-math: the error terms must stay."""
+    Each exp is taken again (cheaper than storing two parts) as _exp_le0_split's 2^k + 2^k·y,
+    added into a double-double (eh, el) (Fast2Sum: |2^k·y| < 2^k); the rounding dl of x_i − m
+    (TwoSum) is put back as e·(1 + dl) (for x_i far below m it is |x_i − m|·2^-53 relative: 30
+    ulp at x_i − m = −60); the division by the double-double sum is exact but for the final
+    rounding (remainder by FMA). N(0,1)·s rows, s = 1, 3, 10: 4.7-32 ulp (plain) -> 2.0 (stored
+    exp, shift put back) -> see tests/test_accuracy_cpu.py. 'contract' only: the error terms
+    must stay."""
+    _wide()
     for i in range(xr.size):
         v = xr[i]
         dh = v - m
         bb = dh - v
         dl = (v - (dh - bb)) + (-m - bb)  # TwoSum(v, −m)
         dl = dl if dl == dl else 0.0  # v = −inf: e = 0 already
-        e = scratch[i]
-        if SOFTMAX_EXACT_SHIFT:
-            e = _fma(e, dl, e)
-        q = e / th
-        r = _fma(-q, th, e)
-        outr[i] = q + (r - q * tl) / th
+        hi, lo_ = _exp_le0_split(dh)
+        eh = hi + lo_
+        el = _fma(eh, dl, lo_ - (eh - hi))
+        q = eh / th
+        r = _fma(-q, th, eh)
+        outr[i] = q + ((r + el) - q * tl) / th
 
 
 @njit(cache=_CACHE)
