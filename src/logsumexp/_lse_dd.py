@@ -33,11 +33,18 @@ from ._state import shifted
 
 BlockTail = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
+# Elements per block: 8 Ki float64 = 64 KiB per temporary. The split and exact terms take tens
+# of elementwise passes, each a fresh temporary; from 128 KiB on (the array core's blocks are
+# 1 MiB) each is a fresh mmap, page faults on every pass: exp_split took 125 ns per element at
+# 12-16 Ki elements against 44 at 8 Ki (measured, NumPy 2.4; 2 Ki: 60, the calls' overhead).
+BLOCK_ELEMENTS = 1 << 13
 
-def lse_value(x: np.ndarray, ax: int, block: int, return_sign: bool = False) -> object:
+
+def lse_value(x: np.ndarray, ax: int, return_sign: bool = False) -> object:
     """LogSumExp of every slice of ``x`` along ``ax`` (axis dropped) in float64, with ``value``'s
-    special values; ``block`` elements at a time. ``x`` unweighted, masked entries already −inf,
+    special values; ``BLOCK_ELEMENTS`` at a time. ``x`` unweighted, masked entries already −inf,
     at least one element per slice."""
+    block = BLOCK_ELEMENTS
     x = np.moveaxis(x, ax, -1)
     batch, n = tuple(x.shape[:-1]), x.shape[-1]
     x = np.reshape(x, (math.prod(batch), n))
@@ -62,7 +69,8 @@ def cancels(m: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def _tails(x: np.ndarray, m: np.ndarray, lead_at: np.ndarray, block: int, tail: BlockTail) -> tuple[np.ndarray, np.ndarray]:
-    """``Σ_{i≠k} e^{x_i − m}`` per row as a double-double, ``tail(x_block, m, is_lead)`` per block."""
+    """``Σ_{i≠k} e^{x_i − m}`` per row as a double-double, ``tail(x_block, m, lead_col)`` per
+    block (``lead_col``: the leading entry's column in the block, outside it for other blocks)."""
     rows, n = x.shape
     th, tl = np.zeros(rows), np.zeros(rows)
     row_step = max(1, block // max(n, 1))
@@ -70,29 +78,37 @@ def _tails(x: np.ndarray, m: np.ndarray, lead_at: np.ndarray, block: int, tail: 
     for r0 in range(0, rows, row_step):
         r = slice(r0, min(rows, r0 + row_step))
         for c0 in range(0, n, col_step):
-            cols = np.arange(c0, min(n, c0 + col_step))
             # C-contiguous float64 copies: NumPy sums a contiguous last axis pairwise
             xb = np.ascontiguousarray(x[r, c0 : c0 + col_step], dtype=np.float64)
-            bh, bl = tail(xb, m[r, None], cols == lead_at[r, None])
+            bh, bl = tail(xb, m[r, None], lead_at[r] - c0)
             th[r], tl[r] = _dd.dd_add(th[r], tl[r], bh, bl)
     return th, tl
 
 
-def _split_tail(xb: np.ndarray, m: np.ndarray, is_lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _drop_lead(lead_col: np.ndarray, *terms: np.ndarray) -> None:
+    """Set the leading entry's terms to 0 (in place), in the rows whose leader is in this block."""
+    rows = np.flatnonzero((lead_col >= 0) & (lead_col < terms[0].shape[1]))
+    for t in terms:
+        t[rows, lead_col[rows]] = 0.0
+
+
+def _split_tail(xb: np.ndarray, m: np.ndarray, lead_col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The block's tail from split exps: the ``2^j`` parts sum exactly (within 53 binades), the
     small parts round; the two sums joined by an exact TwoSum."""
-    d = np.where(is_lead, -math.inf, shifted(np, xb, m))
-    hi, lo = _dd.exp_split(np, d)
+    hi, lo = _dd.exp_split(np, shifted(np, xb, m))
+    _drop_lead(lead_col, hi, lo)
     return _dd.two_sum(np.sum(hi, axis=1), np.sum(lo, axis=1))
 
 
-def _exact_tail(xb: np.ndarray, m: np.ndarray, is_lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_tail(xb: np.ndarray, m: np.ndarray, lead_col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The block's tail to ~2^-95 (finite ``m``): ``x_i − m`` exact as a TwoSum, each exp a
     double-double, the sum compensated. The leading entry and −inf entries give 0."""
     dh, dl = _dd.two_sum(xb, -m)
-    off = is_lead | (xb == -math.inf)
+    off = xb == -math.inf
     eh, el = _dd.exp_dd(np, np.where(off, 0.0, dh), np.where(off, 0.0, dl))
-    return _dd.sum_dd(np, np.where(off, 0.0, eh), np.where(off, 0.0, el))
+    eh, el = np.where(off, 0.0, eh), np.where(off, 0.0, el)
+    _drop_lead(lead_col, eh, el)
+    return _dd.sum_dd(np, eh, el)
 
 
 def _exact(x: np.ndarray, m: np.ndarray, lead_at: np.ndarray, block: int) -> np.ndarray:

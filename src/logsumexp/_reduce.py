@@ -97,7 +97,7 @@ def lse_value(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None, return_
     if _dd_numpy_ok(xp, x, axes, w):
         x1, ax = aa.to_single_axis(xp, x, axes)
         with aa.quiet_fp():
-            return _lse_dd.lse_value(x1, ax, BLOCK_ELEMENTS, return_sign)
+            return _lse_dd.lse_value(x1, ax, return_sign)
     state = lse_state(xp, x, axes, w)
     with aa.quiet_fp():
         return value(xp, state, return_sign)
