@@ -159,18 +159,36 @@ def exp_split(xp: Any, d: Array) -> tuple[Array, Array]:
     family's worst error (measured, 12 seeds). ``d`` is clamped at −746 (``2^k`` then underflows
     to 0, −inf included); NaN stays NaN in ``lo``.
     """
+    if aa.is_numpy(xp):
+        return _exp_split_numpy(d)
     d = xp.where(d < -746.0, -746.0, d)
     k = xp.round(d * _LOG2E)
-    hi = pow2(xp, k)
+    hi = 2.0**k
     return hi, hi * xp.expm1((d - k * _LN2_HI) - k * _LN2_LO)
 
 
-def pow2(xp: Any, k: Array) -> Array:
-    """``2^k`` for integral float ``k`` (in [−1076, 1023], or NaN), exactly (0 below the subnormals):
-    ``ldexp`` on NumPy (a third of ``pow``'s time there), ``2.0 ** k`` elsewhere."""
-    if aa.is_numpy(xp):
-        return np.ldexp(1.0, xp.where(xp.isnan(k), 0.0, k).astype(np.int32))
-    return 2.0**k
+_SHIFT = 6755399441055744.0 + 1077.0  # 1.5·2^52 + 1077: adding it rounds to an integer, k + 1077 in the low bits
+
+
+def _exp_split_numpy(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``exp_split`` on NumPy, the same numbers bit for bit (a NaN's ``hi`` aside) in half the time:
+    ``k`` by the shift trick (``d·log2 e + _SHIFT`` rounds to an integer like ``round``), ``2^k``
+    from the bits (``k + 1077`` shifted into the exponent field is ``2^(k+54)``, a normal number
+    down to k = −1076; times 2^-54 it rounds once, so subnormal and zero results are right), and
+    in-place passes (fewer temporaries). ``np.round`` and ``2.0 ** k`` cost twice as much."""
+    d = np.maximum(d, -746.0)
+    t = d * _LOG2E
+    t += _SHIFT
+    kf = t - _SHIFT
+    hi = (t.view(np.int64) << 52).view(np.float64)
+    hi *= 2.0**-54
+    r = kf * -_LN2_HI
+    r += d  # d − k·_LN2_HI, exact
+    kf *= _LN2_LO
+    r -= kf
+    np.expm1(r, out=r)
+    r *= hi
+    return hi, r
 
 
 def exp_dd(xp: Any, dh: Array, dl: Array) -> tuple[Array, Array]:
@@ -294,5 +312,5 @@ def value(
 
 __all__ = [
     "add_rounded", "dd_add", "dd_div", "dd_mul", "exp_dd", "exp_split", "fast_two_sum", "log1p_dd",
-    "log1p_dd_exact", "pow2", "sum_dd", "two_prod", "two_sum", "value",
+    "log1p_dd_exact", "sum_dd", "two_prod", "two_sum", "value",
 ]
