@@ -224,13 +224,13 @@ def test_core_lse_special_values_and_sign() -> None:
 
 @pytest.mark.parametrize("xp", NAMESPACES)
 def test_exp_split_and_exp_dd_against_mpmath(xp) -> None:
-    """exp_split: hi + lo within 0.3 eps of 2^k (0.26 measured; hi = 2^k exactly); exp_dd within 2^-95."""
+    """exp_split: hi + lo within 0.35 eps of 2^k (0.29 seen; hi = 2^k exactly); exp_dd within 2^-95."""
     rng = np.random.default_rng(4)
     d = np.concatenate([-rng.uniform(0, 700, 150), -rng.uniform(0, 1, 50), [0.0]])
     hi, lo = (_np(a) for a in _dd.exp_split(xp, _arr(xp, d)))
     assert np.all(np.log2(hi) == np.round(np.log2(hi)))
     worst = max(float(abs(MP.mpf(h) + MP.mpf(lo_) - MP.exp(MP.mpf(float(v)))) / MP.mpf(h)) for h, lo_, v in zip(hi, lo, d))
-    assert worst <= 0.3 * 2.0**-52
+    assert worst <= 0.35 * 2.0**-52
     with np.errstate(all="ignore"):
         hi, lo = (_np(a) for a in _dd.exp_split(xp, _arr(xp, [-math.inf, -746.0, -2000.0, math.nan])))
     assert list(hi[:3]) == [0.0, 0.0, 0.0] and list(lo[:3]) == [0.0, 0.0, 0.0] and math.isnan(lo[3])
@@ -250,6 +250,12 @@ def test_exp_split_and_exp_dd_against_mpmath(xp) -> None:
         worst = max(worst, float(abs(MP.mpf(h) + MP.mpf(lo_) - exact) / exact))
     assert worst <= 2.0**-95
     assert list(_np(_dd.exp_dd(xp, _arr(xp, [-746.0]), _arr(xp, [0.0]))[0])) == [0.0]
+
+
+def test_exp2_table_against_mpmath() -> None:
+    for j, (hi, lo) in enumerate(_dd._EXP2_TABLE):
+        exact = MP.mpf(2) ** (MP.mpf(j) / 32)
+        assert abs(MP.mpf(hi) + MP.mpf(lo) - exact) <= exact * MP.mpf(2) ** -106 and abs(lo) <= math.ulp(hi) / 2
 
 
 @pytest.mark.parametrize("xp", NAMESPACES)

@@ -43,11 +43,48 @@ _LN2_LO = 1.90821492927058770002e-10
 _LN2_LO2 = 1.1612227229362532e-26
 _SPLITTER = 134217729.0  # 2**27 + 1: Veltkamp's constant for float64
 _LOG2E = 1.4426950408889634
-# exp_dd: e^r = (e^{r/8})^8; e^{r/8} − 1 to degree 14 (truncation 2^-108), degrees 1-7 in
-# double-double, 8-14 (under 2^-50 of the sum) in working precision: 2^-102.6 measured
-_EXP_SQUARINGS = 3
-_EXP_DEGREE = 14
-_EXP_DD_DEGREE = 7
+# exp_dd: e^d = 2^k·2^{j/32}·e^r with |r| ≤ ln 2/64; e^r − 1 to degree 11 (truncation 2^-107),
+# degrees 1-5 in double-double, 6-11 (under 2^-48 of the sum) in working precision: 2^-101.9
+# measured
+_EXP_TABLE = 32
+_EXP_DEGREE = 11
+_EXP_DD_DEGREE = 5
+# 2^{j/32}, j = 0..31, as double-doubles (Python's decimal at 50 digits, split in two doubles;
+# tests/test_dd.py checks them against mpmath)
+_EXP2_TABLE = (
+    (1.0, 0.0),
+    (1.0218971486541166, 5.109225028973444e-17),
+    (1.0442737824274138, 8.551889705537965e-17),
+    (1.0671404006768237, -7.899853966841582e-17),
+    (1.0905077326652577, -3.046782079812471e-17),
+    (1.1143867425958924, 1.0410278456845571e-16),
+    (1.1387886347566916, 8.912812676025408e-17),
+    (1.1637248587775775, 3.8292048369240935e-17),
+    (1.189207115002721, 3.982015231465646e-17),
+    (1.215247359980469, -7.712630692681488e-17),
+    (1.241857812073484, 4.658027591836937e-17),
+    (1.2690509571917332, 2.667932131342186e-18),
+    (1.2968395546510096, 2.5382502794888315e-17),
+    (1.3252366431597413, -2.8587312100388614e-17),
+    (1.3542555469368927, 7.70094837980299e-17),
+    (1.383909881963832, -6.770511658794786e-17),
+    (1.4142135623730951, -9.667293313452913e-17),
+    (1.4451808069770467, -3.0237581349939873e-17),
+    (1.4768261459394993, -3.483994556892796e-17),
+    (1.5091644275934228, -1.016455327754295e-16),
+    (1.5422108254079407, 7.949834809697621e-17),
+    (1.5759808451078865, -1.0136916471278304e-17),
+    (1.6104903319492543, 2.4707192569797888e-17),
+    (1.645755478153965, -1.0125679913674773e-16),
+    (1.681792830507429, 8.199010020581497e-17),
+    (1.718619298122478, -1.851380418263111e-17),
+    (1.7562521603732995, 2.960140695448873e-17),
+    (1.7947090750031072, 1.8227458427912087e-17),
+    (1.8340080864093424, 3.283107224245627e-17),
+    (1.8741676341103, -6.122763413004143e-17),
+    (1.9152065613971474, -1.0619946056195963e-16),
+    (1.9571441241754002, 8.960767791036668e-17),
+)
 
 
 def two_sum(a: Array, b: Array) -> tuple[Array, Array]:
@@ -144,6 +181,7 @@ def _inv_factorials(n: int) -> tuple[tuple[float, float], ...]:
 
 
 _INV_FACT = _inv_factorials(_EXP_DEGREE)
+_EXP2_NP = tuple(np.array(part) for part in zip(*_EXP2_TABLE))
 
 
 def exp_split(xp: Any, d: Array) -> tuple[Array, Array]:
@@ -194,21 +232,32 @@ def _exp_split_numpy(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def exp_dd(xp: Any, dh: Array, dl: Array) -> tuple[Array, Array]:
     """``e^(dh + dl)`` as a double-double, to about 2^-100 relative, for ``dh ≤ 709``; 0 below −745.2.
 
-    ``dh + dl = k·ln 2 + r`` (``r`` in double-double, ln 2 in three parts: ``k·_LN2_HI`` is
-    exact), then ``e^{r/8} − 1 = (r/8)·P(r/8)`` by its Taylor series to degree 14
-    (``|r/8| < 0.044``): the terms of degree 8 and above are under 2^-50 of the sum, so they are
-    summed in working precision and only degrees 1-7 in double-double. Squared back three
-    times as ``(1 + s)² − 1 = 2s + s²`` (which keeps the small ``s`` to full relative accuracy),
-    and ``2^k`` applied exactly in two halves (``2^k`` may be subnormal). ~400 elementwise
-    operations per value (the compiled kernels' ``exp_dd`` takes eight squarings and degree 11
-    all in double-double: twice the work here, where every operation is a pass over the array).
+    ``dh + dl = (32k + j)·ln 2/32 + r`` with ``0 ≤ j < 32`` and ``|r| ≤ ln 2/64`` (``r`` in
+    double-double, ln 2/32 in three parts: ``n·_LN2_HI/32`` is exact), so
+    ``e^d = 2^k·2^{j/32}·(1 + (e^r − 1))`` with ``2^{j/32}`` from a double-double table and
+    ``e^r − 1 = r·P(r)`` by its Taylor series to degree 11: the terms of degree 6 and above are
+    under 2^-48 of the sum, so they are summed in working precision and only degrees 1-5 in
+    double-double. ``2^k`` is applied exactly in two halves (``2^k`` may be subnormal). ~250
+    elementwise operations per value (the compiled kernels' ``exp_dd``, degree 11 in
+    double-double and eight squarings, would take three times as many: every one a pass here).
     """
     tiny = dh < -745.2
     dh = xp.where(tiny, 0.0, dh)
-    k = xp.floor(dh * _LOG2E + 0.5)
-    ph, pl = two_prod(k, _LN2_LO)
-    rh, rl = dd_add(dh - k * _LN2_HI, dl, -ph, -(pl + k * _LN2_LO2))
-    rh, rl = rh * 2.0**-_EXP_SQUARINGS, rl * 2.0**-_EXP_SQUARINGS
+    n = xp.floor(dh * (_LOG2E * _EXP_TABLE) + 0.5)
+    k = xp.floor(n / _EXP_TABLE)
+    ph, pl = two_prod(n, _LN2_LO / _EXP_TABLE)  # dividing by 32 is exact
+    rh, rl = dd_add(dh - n * (_LN2_HI / _EXP_TABLE), dl, -ph, -(pl + n * (_LN2_LO2 / _EXP_TABLE)))
+    sh, sl = _expm1_series(rh, rl)
+    th, tl = _exp2_table(xp, n - k * _EXP_TABLE, dh)
+    ph, pl = dd_mul(th, tl, sh, sl)
+    eh, el = dd_add(th, tl, ph, pl)  # 2^{j/32}·e^r
+    k1 = xp.floor(k / 2.0)
+    s1, s2 = 2.0**k1, 2.0 ** (k - k1)
+    return xp.where(tiny, 0.0, (eh * s1) * s2), xp.where(tiny, 0.0, (el * s1) * s2)
+
+
+def _expm1_series(rh: Array, rl: Array) -> tuple[Array, Array]:
+    """``e^r − 1`` for ``|r| ≤ ln 2/64`` as a double-double: ``r·P(r)``, the high orders plainly."""
     c = _INV_FACT
     q = rh * c[_EXP_DEGREE][0] + c[_EXP_DEGREE - 1][0]
     for j in range(_EXP_DEGREE - 2, _EXP_DD_DEGREE, -1):  # the small high-order terms
@@ -218,14 +267,23 @@ def exp_dd(xp: Any, dh: Array, dl: Array) -> tuple[Array, Array]:
         sh, sl = dd_mul(sh, sl, rh, rl)
         s, e = two_sum(sh, c[j][0])  # no cancellation (|r·P| ≪ 1/j!): one TwoSum suffices
         sh, sl = fast_two_sum(s, e + (sl + c[j][1]))
-    sh, sl = dd_mul(sh, sl, rh, rl)  # e^{r/8} − 1
-    for _ in range(_EXP_SQUARINGS):
-        qh, ql = dd_mul(sh, sl, sh, sl)
-        sh, sl = dd_add(2.0 * sh, 2.0 * sl, qh, ql)
-    eh, el = dd_add(1.0, 0.0, sh, sl)
-    k1 = xp.floor(k / 2.0)
-    s1, s2 = 2.0**k1, 2.0 ** (k - k1)
-    return xp.where(tiny, 0.0, (eh * s1) * s2), xp.where(tiny, 0.0, (el * s1) * s2)
+    return dd_mul(sh, sl, rh, rl)
+
+
+def _exp2_table(xp: Any, j: Array, like: Array) -> tuple[Array, Array]:
+    """``2^{j/32}`` as a double-double for integral float ``j`` in [0, 31] (a gather)."""
+    if aa.is_numpy(xp):
+        idx = j.astype(np.intp)
+        return _EXP2_NP[0][idx], _EXP2_NP[1][idx]
+    import array_api_compat
+
+    cx = array_api_compat.array_namespace(like)  # the standard's take and astype (torch itself lacks astype)
+    idx = cx.reshape(cx.astype(j, cx.int64), (-1,))
+    out = []
+    for part in zip(*_EXP2_TABLE):
+        t = cx.asarray(part, dtype=like.dtype, device=array_api_compat.device(like))
+        out.append(cx.reshape(cx.take(t, idx), tuple(j.shape)))
+    return out[0], out[1]
 
 
 def log1p_dd_exact(xp: Any, th: Array, tl: Array) -> tuple[Array, Array]:

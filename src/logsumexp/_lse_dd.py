@@ -14,7 +14,7 @@ the kernels are not there). Two steps, both on top of the double-double finish o
    slices only are recomputed with each ``x_i − m`` exact (TwoSum), each exp a double-double
    (``_dd.exp_dd``, 2^-100), a compensated sum, ``log1p`` refined by a Newton step and ``m``
    added exactly: within one rounding of the exact value (0.50 ulp at worst, from 2.5e8). Such a
-   slice costs ~0.7 µs per element on long slices, ~3-4 µs at n = 1000 (hundreds of NumPy
+   slice costs ~0.5 µs per element on long slices, 2-4 µs at n = 1000 (hundreds of NumPy
    calls per block); slices that do not cancel pay nothing for it.
 
 Only unweighted input: a weight times ``2^j`` is no longer a power of two (weighted sums keep
