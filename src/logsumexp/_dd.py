@@ -7,6 +7,12 @@ NumPy, PyTorch, JAX, CuPy, Dask or array-api-strict arrays (no FMA is assumed: e
 use Veltkamp's splitting). No fast-math may reorder them: the error terms are differences that
 reassociation would fold to 0 (XLA and Inductor keep IEEE semantics by default).
 
+The exps of a LogSumExp's terms come in two kinds (``_lse_dd`` uses them on NumPy float64):
+``exp_split`` gives ``e^d`` as ``2^k + 2^k·expm1(r)`` so that sums of many terms round only
+their small parts, and ``exp_dd`` gives ``e^(dh + dl)`` as a double-double to ~2^-100, with
+``log1p_dd_exact`` and ``sum_dd`` for the slices whose result cancels against their maximum.
+These also use ``expm1``, ``floor``, ``round`` and ``take`` (all in the standard).
+
 The point is the last step of a LogSumExp, ``m + log1p(t)`` with ``t`` the sum of the terms
 other than the maximal one (Blanchard–Higham–Higham): done in working precision it rounds
 three times (the tail, log1p, the addition), up to ~1.5 ulp after the exps' own errors.
@@ -193,7 +199,7 @@ def exp_split(xp: Any, d: Array) -> tuple[Array, Array]:
     sum of powers of two within 53 binades is exact, so summing the ``hi`` and the ``lo`` parts
     apart leaves only the roundings of ``lo`` (≈ 0.3 of the value): about 0.25 ulp per term
     instead of ``exp``'s ~0.5 (the compiled kernels' ``_exp_le0_split``). The rounding of ``r``
-    (2^-55 relative to ``2^k`` at most) is left in: carrying ``r`` as a double-double changed no
+    (about 2^-55 relative to ``2^k``) is left in: carrying ``r`` as a double-double changed no
     family's worst error (measured, 12 seeds). ``d`` is clamped at −746 (``2^k`` then underflows
     to 0, −inf included); NaN stays NaN in ``lo``.
     """
