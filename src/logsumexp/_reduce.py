@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from . import _cpu
+from . import _cpu, _lse_dd
 from ._state import State, block_state, empty_state, merge, softmax_from_state, value
 
 Array = Any
@@ -98,9 +98,26 @@ def lse_value(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None, return_
     if backend is not None:  # the value is computed inside the backend's reduction
         x, w, axes = _no_reduced_axis(x, w, axes)
         return backend.reduce_value(x, axes, w, return_sign)
+    if _dd_numpy_ok(xp, x, axes, w):
+        x1, ax = aa.to_single_axis(xp, x, axes)
+        with aa.quiet_fp():
+            return _lse_dd.lse_value(x1, ax, return_sign)
     state = lse_state(xp, x, axes, w)
     with aa.quiet_fp():
         return value(xp, state, return_sign)
+
+
+def _dd_numpy_ok(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> bool:
+    """Whether the array core's NumPy float64 LSE (``_lse_dd``) computes this one: unweighted,
+    not taken by the compiled kernels, something to reduce in every slice."""
+    return (
+        w is None
+        and aa.is_numpy(xp)
+        and not _compiled_ok(xp, x)
+        and aa.work_dtype(xp, x, x.dtype) == np.float64
+        and bool(axes)
+        and all(x.shape[a] > 0 for a in axes)
+    )
 
 
 def lse_state(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> State:
