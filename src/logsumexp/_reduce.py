@@ -178,8 +178,8 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
 
     ``x`` is a float array (masked entries already −inf, temperature applied).
     """
-    if len(axes) == 1 and _compiled_ok(xp, x):
-        fast = _cpu.softmax(x, axes[0], log)
+    if axes and _compiled_ok(xp, x):
+        fast = _cpu.softmax_axes(x, axes, log)
         if fast is not None:
             return xp.astype(fast, out_dtype, copy=False)
     if math.prod(x.shape) == 0:
