@@ -212,7 +212,7 @@ def test_core_imports_only_downwards(graph):
 
 
 def test_dask_backend_is_built_on_the_core_only(graph):
-    allowed = {f"{PACKAGE}.{m}" for m in ("_array_api", "_cpu", "_state", "_reduce")}
+    allowed = {f"{PACKAGE}.{m}" for m in ("_array_api", "_cpu", "_dd", "_state", "_reduce")}
     assert graph[DASK] <= allowed, sorted(graph[DASK] - allowed)
 
 
