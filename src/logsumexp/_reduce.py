@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from . import _cpu, _lse_dd
+from . import _cpu, _lse_dd, _softmax_dd
 from ._state import State, block_state, empty_state, merge, softmax_from_state, value
 
 Array = Any
@@ -187,6 +187,11 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
     backend = _collection_backend(xp)
     if backend is not None:  # one reduction, then one elementwise pass over the chunks
         return backend.normalized(x, axes, log, out_dtype)
+    if _dd_numpy_ok(xp, x, axes, None):  # NumPy, float64 work: each entry rounded about once
+        x1, ax = aa.to_single_axis(xp, x, axes)
+        with aa.quiet_fp():
+            out = _softmax_dd.normalized(x1, ax, log)
+        return xp.astype(_from_single_axis(out, x.shape, axes), out_dtype, copy=False)
     state = lse_state(xp, x, axes, None)
     m, tail = (aa.restore_axes(xp, a, axes, True) for a in (state.m, state.tail))
     wide = m.dtype
@@ -194,6 +199,17 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
         if aa.is_numpy(xp) and x.size > BLOCK_ELEMENTS:
             return _blocked_numpy_normalized(xp, x, m, tail, axes, wide, out_dtype, log)
         return xp.astype(softmax_from_state(xp, xp.astype(x, wide), m, tail, log), out_dtype)
+
+
+def _from_single_axis(out: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Undo ``aa.to_single_axis`` on an array of its output's shape: split the merged axis back
+    into ``axes`` and put them where they were (a view where NumPy can)."""
+    if len(axes) == 1:
+        return out
+    keep = [d for d in range(len(shape)) if d not in axes]
+    order = keep + list(axes)
+    out = np.reshape(out, tuple(shape[d] for d in order))
+    return np.transpose(out, np.argsort(order))
 
 
 def _blocked_numpy_normalized(

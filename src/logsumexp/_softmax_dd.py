@@ -1,0 +1,131 @@
+"""softmax / log_softmax of NumPy float64 in the array core, each entry rounded about once.
+
+What the compiled kernels' ``_softmax_row`` does, with NumPy's elementwise operations (the
+array core: ``_cpu.disabled()``, or no kernels). The plain formulas ``(x_i − m) − log1p(t)`` and
+``e^{x_i − m}/(1 + t)`` round ``x_i − m`` (carried through the exp it is ``|x_i − m|·2^-53``
+relative: 32 ulp on softmax of N(0,1)·10), round ``log1p(t)`` and the tail ``t``. Here:
+
+1. the tail ``t = Σ_{i≠k} e^{x_i − m}`` is a double-double ``(th, tl)`` from split exps
+   ``2^j + 2^j·y`` (``_dd.exp_split``), the powers of two summed apart (exactly), except those
+   below 2^-37 of the block's largest tail term: those go whole into the low sum, since a power
+   of two more than 53 binades below the running sum would be rounded away (U(−700, 700));
+2. ``x_i − m = dh + dl`` exactly (TwoSum);
+3. log_softmax: ``log1p(t) = ch + cl`` (``_dd.log1p_dd``) and ``(dh − ch) + (e + (dl − cl))``
+   with ``e`` the TwoSum error of ``dh − ch``: rounded once;
+4. softmax: ``e^{dh}`` split as ``eh + el`` with ``el += eh·dl`` (the shift's rounding put
+   back), then divided by ``T = 1 + t = Th + Tl``: ``q = eh/Th``, ``r = eh − q·Th`` exactly
+   (``two_prod``: no FMA in NumPy), ``q + ((r + el) − q·Tl)/Th``.
+
+Slices with a non-finite maximum or a NaN keep ``softmax_from_state`` (its special values).
+Only unweighted input (softmax has no weights), a cache-sized block at a time.
+
+Examples
+--------
+>>> import numpy as np
+>>> from logsumexp._softmax_dd import normalized
+>>> p = normalized(np.array([[0.0, -1.0, -2.0]]), 1, log=False)
+>>> float(p.sum())
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _dd
+from ._lse_dd import BLOCK_ELEMENTS, _drop_lead, _tails
+from ._state import block_state, shifted, softmax_from_state
+
+# a power of two at or above 2^-37 times the block's largest term is summed exactly: a block of
+# at most 2^13 terms, each at most that largest one, stays within 2^13·2^37 = 2^50 < 2^53
+_SMALL = 2.0**-37
+
+
+def normalized(x: np.ndarray, ax: int, log: bool) -> np.ndarray:
+    """softmax (or log_softmax with ``log``) of ``x`` along ``ax`` in float64, ``x``'s shape.
+
+    ``x`` unweighted (masked entries −inf), at least one element per slice."""
+    xm = np.moveaxis(x, ax, -1)
+    batch, n = tuple(xm.shape[:-1]), xm.shape[-1]
+    x2 = np.reshape(xm, (math.prod(batch), n))
+    m = np.max(x2, axis=1).astype(np.float64)
+    lead_at = np.argmax(x2, axis=1)
+    ok = np.isfinite(m)
+    th, tl = _tails(x2, np.where(ok, m, 0.0), np.where(ok, lead_at, -1), BLOCK_ELEMENTS, _tail_thresholded)
+    ok &= np.isfinite(th)
+    out = np.empty((x2.shape[0], n))
+    if log:
+        ch, cl = _dd.log1p_dd(np, np.where(ok, th, 0.0), np.where(ok, tl, 0.0))
+        _by_blocks(x2, out, _log_entries, m, ch, cl)
+    else:
+        big, big_lo = _dd.two_sum(1.0, np.where(ok, th, 0.0))
+        _by_blocks(x2, out, _exp_entries, m, big, big_lo + np.where(ok, tl, 0.0))
+    special = np.flatnonzero(~ok)
+    if special.size:
+        out[special] = _special_rows(x2[special], log)
+    return np.moveaxis(np.reshape(out, batch + (n,)), -1, ax)
+
+
+def _special_rows(x: np.ndarray, log: bool) -> np.ndarray:
+    """Rows with a ±inf maximum or a NaN: the state path's special values (1/k at k +inf entries)."""
+    xw = x.astype(np.float64)
+    s = block_state(np, xw, 1)
+    return softmax_from_state(np, xw, s.m[:, None], s.tail[:, None], log)
+
+
+def _tail_thresholded(xb: np.ndarray, m: np.ndarray, lead_col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The block's tail as ``_lse_dd``'s split sum, with the powers of two below ``_SMALL`` times
+    the largest one moved whole into the low parts (where they round relative to that sum, not
+    vanish 53 binades below the powers' running sum)."""
+    hi, lo = _dd.exp_split(np, shifted(np, xb, m))
+    _drop_lead(lead_col, hi, lo)
+    small = hi < np.max(hi, axis=1, keepdims=True) * _SMALL
+    lo += np.where(small, hi, 0.0)
+    hi[small] = 0.0
+    return _dd.two_sum(np.sum(hi, axis=1), np.sum(lo, axis=1))
+
+
+def _by_blocks(x: np.ndarray, out: np.ndarray, entries, *row_args: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """``out[r, c] = entries(x[r, c] as float64, *(a[r, None] for a in row_args))`` a cache-sized
+    block at a time (bounded temporaries)."""
+    rows, n = x.shape
+    row_step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    col_step = max(1, min(n, BLOCK_ELEMENTS))
+    for r0 in range(0, rows, row_step):
+        r = slice(r0, min(rows, r0 + row_step))
+        args = tuple(a[r, None] for a in row_args)
+        for c0 in range(0, n, col_step):
+            c = slice(c0, c0 + col_step)
+            out[r, c] = entries(np.asarray(x[r, c], dtype=np.float64), *args)
+
+
+def _shift(xb: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x − m = dh + dl`` exactly (TwoSum); ``dl = 0`` where ``dh = −inf`` (a −inf entry, or
+    ``x − m`` overflowing: the TwoSum error is NaN there, the entry's result 0 or −inf)."""
+    dh, dl = _dd.two_sum(xb, -m)
+    return dh, np.where(dh == -math.inf, 0.0, dl)
+
+
+def _log_entries(xb: np.ndarray, m: np.ndarray, ch: np.ndarray, cl: np.ndarray) -> np.ndarray:
+    """``(x − m) − (ch + cl)`` rounded once: ``dh − ch`` by TwoSum, then the three low parts."""
+    dh, dl = _shift(xb, m)
+    s, e = _dd.two_sum(dh, -ch)
+    return np.where(s == -math.inf, s, s + (e + (dl - cl)))
+
+
+def _exp_entries(xb: np.ndarray, m: np.ndarray, big: np.ndarray, big_lo: np.ndarray) -> np.ndarray:
+    """``e^{x − m} / (big + big_lo)``: the exp as ``eh + el`` (split, plus ``eh·dl`` for the
+    shift's rounding), the quotient ``q`` and its exact remainder, one correction."""
+    dh, dl = _shift(xb, m)
+    hi, lo = _dd.exp_split(np, dh)
+    eh, el = _dd.fast_two_sum(hi, lo)  # |lo| < hi: exact
+    el += eh * dl
+    q = eh / big
+    p, pe = _dd.two_prod(q, big)
+    r = (eh - p) - pe  # eh − q·big, exact
+    return q + ((r + el) - q * big_lo) / big
+
+
+__all__ = ["normalized"]
