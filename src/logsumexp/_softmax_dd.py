@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def _tail_thresholded(xb: np.ndarray, m: np.ndarray, lead_col: np.ndarray) -> tu
     return _dd.two_sum(np.sum(hi, axis=1), np.sum(lo, axis=1))
 
 
-def _by_blocks(x: np.ndarray, out: np.ndarray, entries, *row_args: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _by_blocks(x: np.ndarray, out: np.ndarray, entries: Callable[..., np.ndarray], *row_args: np.ndarray) -> None:
     """``out[r, c] = entries(x[r, c] as float64, *(a[r, None] for a in row_args))`` a cache-sized
     block at a time (bounded temporaries)."""
     rows, n = x.shape
