@@ -62,7 +62,7 @@ def normalized(x: np.ndarray, ax: int, log: bool) -> np.ndarray:
         _by_blocks(x2, out, _log_entries, m, ch, cl)
     else:
         big, big_lo = _dd.two_sum(1.0, np.where(ok, th, 0.0))
-        _by_blocks(x2, out, _exp_entries, m, big, big_lo + np.where(ok, tl, 0.0))
+        _by_blocks(x2, out, _exp_entries, m, big, big_lo + np.where(ok, tl, 0.0), *_dd._split(big))
     special = np.flatnonzero(~ok)
     if special.size:
         out[special] = _special_rows(x2[special], log)
@@ -116,17 +116,34 @@ def _log_entries(xb: np.ndarray, m: np.ndarray, ch: np.ndarray, cl: np.ndarray) 
     return np.where(s == -math.inf, s, s + (e + (dl - cl)))
 
 
-def _exp_entries(xb: np.ndarray, m: np.ndarray, big: np.ndarray, big_lo: np.ndarray) -> np.ndarray:
+def _exp_entries(
+    xb: np.ndarray, m: np.ndarray, big: np.ndarray, big_lo: np.ndarray, big_h: np.ndarray, big_l: np.ndarray
+) -> np.ndarray:
     """``e^{x − m} / (big + big_lo)``: the exp as ``eh + el`` (split, plus ``eh·dl`` for the
-    shift's rounding), the quotient ``q`` and its exact remainder, one correction."""
+    shift's rounding), the quotient ``q`` and its exact remainder ``eh − q·big`` (Dekker's
+    product with ``big = big_h + big_l`` split once per row), one correction. In place where
+    it can: every pass is a full block."""
     dh, dl = _shift(xb, m)
-    hi, lo = _dd.exp_split(np, dh)
-    eh, el = _dd.fast_two_sum(hi, lo)  # |lo| < hi: exact
-    el += eh * dl
+    hi, el = _dd.exp_split(np, dh)
+    eh = hi + el
+    el -= eh - hi  # Fast2Sum(hi, lo): |lo| < hi
+    dl *= eh
+    el += dl
     q = eh / big
-    p, pe = _dd.two_prod(q, big)
-    r = (eh - p) - pe  # eh − q·big, exact
-    return q + ((r + el) - q * big_lo) / big
+    p = q * big
+    qh, ql = _dd._split(q)
+    err = qh * big_h
+    err -= p
+    err += qh * big_l
+    err += ql * big_h
+    err += ql * big_l  # q·big = p + err exactly
+    r = eh - p
+    r -= err  # eh − q·big, exact
+    r += el
+    r -= q * big_lo
+    r /= big
+    r += q
+    return r
 
 
 __all__ = ["normalized"]
