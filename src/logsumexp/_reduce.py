@@ -176,7 +176,9 @@ def _blocked_numpy_state(xp: Any, x: Array, ax: int, w: Array | None, wide: Any)
 def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: Any) -> Array:
     """softmax (``log=False``) or log_softmax of ``x`` over ``axes``, in ``out_dtype``.
 
-    ``x`` is a float array (masked entries already −inf, temperature applied).
+    ``x`` is a float array (masked entries already −inf, temperature applied). NumPy input worked
+    in float64 (float16/32/64) without the compiled kernels goes to ``_softmax_dd`` (each entry
+    rounded about once); long double and the other namespaces keep ``softmax_from_state``.
     """
     if axes and _compiled_ok(xp, x):
         fast = _cpu.softmax_axes(x, axes, log)
@@ -215,7 +217,8 @@ def _from_single_axis(out: np.ndarray, shape: tuple[int, ...], axes: tuple[int, 
 def _blocked_numpy_normalized(
     xp: Any, x: Array, m: Array, tail: Array, axes: tuple[int, ...], wide: Any, out_dtype: Any, log: bool
 ) -> Array:
-    """``softmax_from_state`` on a large NumPy array, a cache-sized block along axis 0 at a time."""
+    """``softmax_from_state`` on a large NumPy array (long double: float64 work takes
+    ``_softmax_dd``), a cache-sized block along axis 0 at a time."""
     out = xp.empty(x.shape, dtype=out_dtype)
     step = max(1, BLOCK_ELEMENTS * x.shape[0] // x.size)
     reduced = 0 in axes  # then m and tail have length 1 on axis 0 and apply to every block
