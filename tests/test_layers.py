@@ -9,7 +9,7 @@ respect its layer order (a module imports only from its own layer or the layers 
     _dd                                         double-double arithmetic for the rounded-once finish
     _cpu (the compiled kernels, their NumPy fallback and their hooks)
     _state                                      the (max, lead, tail) state
-    _lse_dd                                     the NumPy float64 LogSumExp in double-double terms
+    _lse_dd, _softmax_dd                        the NumPy float64 LogSumExp, softmax in double-double terms
     _reduce                                     the one choice of backend
     _lse, _elementwise, _softmax, _cross_entropy
     _lse_state                                  LSEState, above the reduction it uses
@@ -38,7 +38,7 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
         {"_dd"},
         {"_cpu", "_cpu._kernels", "_cpu._numpy"},
         {"_state"},
-        {"_lse_dd"},
+        {"_lse_dd", "_softmax_dd"},
         {"_reduce"},
         {"_lse", "_elementwise", "_softmax", "_cross_entropy"},
         {"_lse_state"},

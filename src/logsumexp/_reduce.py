@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from . import _cpu, _lse_dd
+from . import _cpu, _lse_dd, _softmax_dd
 from ._state import State, block_state, empty_state, merge, softmax_from_state, value
 
 Array = Any
@@ -176,7 +176,9 @@ def _blocked_numpy_state(xp: Any, x: Array, ax: int, w: Array | None, wide: Any)
 def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: Any) -> Array:
     """softmax (``log=False``) or log_softmax of ``x`` over ``axes``, in ``out_dtype``.
 
-    ``x`` is a float array (masked entries already −inf, temperature applied).
+    ``x`` is a float array (masked entries already −inf, temperature applied). NumPy input worked
+    in float64 (float16/32/64) without the compiled kernels goes to ``_softmax_dd`` (each entry
+    rounded about once); long double and the other namespaces keep ``softmax_from_state``.
     """
     if axes and _compiled_ok(xp, x):
         fast = _cpu.softmax_axes(x, axes, log)
@@ -187,6 +189,11 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
     backend = _collection_backend(xp)
     if backend is not None:  # one reduction, then one elementwise pass over the chunks
         return backend.normalized(x, axes, log, out_dtype)
+    if _dd_numpy_ok(xp, x, axes, None):  # NumPy, float64 work: each entry rounded about once
+        x1, ax = aa.to_single_axis(xp, x, axes)
+        with aa.quiet_fp():
+            out = _softmax_dd.normalized(x1, ax, log)
+        return xp.astype(_from_single_axis(out, x.shape, axes), out_dtype, copy=False)
     state = lse_state(xp, x, axes, None)
     m, tail = (aa.restore_axes(xp, a, axes, True) for a in (state.m, state.tail))
     wide = m.dtype
@@ -196,10 +203,22 @@ def normalized(xp: Any, x: Array, axes: tuple[int, ...], log: bool, out_dtype: A
         return xp.astype(softmax_from_state(xp, xp.astype(x, wide), m, tail, log), out_dtype)
 
 
+def _from_single_axis(out: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Undo ``aa.to_single_axis`` on an array of its output's shape: split the merged axis back
+    into ``axes`` and put them where they were (a view where NumPy can)."""
+    if len(axes) == 1:
+        return out
+    keep = [d for d in range(len(shape)) if d not in axes]
+    order = keep + list(axes)
+    out = np.reshape(out, tuple(shape[d] for d in order))
+    return np.transpose(out, np.argsort(order))
+
+
 def _blocked_numpy_normalized(
     xp: Any, x: Array, m: Array, tail: Array, axes: tuple[int, ...], wide: Any, out_dtype: Any, log: bool
 ) -> Array:
-    """``softmax_from_state`` on a large NumPy array, a cache-sized block along axis 0 at a time."""
+    """``softmax_from_state`` on a large NumPy array (long double: float64 work takes
+    ``_softmax_dd``), a cache-sized block along axis 0 at a time."""
     out = xp.empty(x.shape, dtype=out_dtype)
     step = max(1, BLOCK_ELEMENTS * x.shape[0] // x.size)
     reduced = 0 in axes  # then m and tail have length 1 on axis 0 and apply to every block
