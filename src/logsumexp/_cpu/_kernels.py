@@ -977,7 +977,8 @@ def _max_below(xr, m):  # type: ignore[no-untyped-def]
 @njit(fastmath={"reassoc", "contract"}, cache=_CACHE)
 def _row_expsum(xr, scratch, m, store, thr):  # type: ignore[no-untyped-def]
     """(Σ_{x_i != m} e^{x_i - m}, #{x_i == m}) of one contiguous row with finite max m, storing
-    the exps in scratch when ``store``. The maximal terms are selected out, never subtracted.
+    the exps in scratch when ``store`` (float32 only). The maximal terms are selected out, never
+    subtracted.
 
     float64: the sum in two parts, the powers of two 2^k of _exp_le0_split and the rest. A
     power of two more than 53 binades below a lane's running sum would be rounded away (on
@@ -1009,25 +1010,14 @@ def _row_expsum(xr, scratch, m, store, thr):  # type: ignore[no-untyped-def]
                 z = d == 0.0
                 s += 0.0 if z else e
                 cnt += 1 if z else 0
-    else:
-        if store:
-            for i in range(n):
-                d = np.float64(xr[i]) - m
-                hi, lo_ = _exp_le0_split(d)
-                scratch[i] = hi + lo_
-                z = d == 0.0
-                small = hi < thr
-                s += 0.0 if (z or small) else hi
-                s2 += 0.0 if z else (lo_ + hi if small else lo_)
-                cnt += 1 if z else 0
-        else:
-            for i in range(n):
-                hi, lo_, d = _exp_le0_split_exact(np.float64(xr[i]), m)
-                z = d == 0.0
-                small = hi < thr
-                s += 0.0 if (z or small) else hi
-                s2 += 0.0 if z else (lo_ + hi if small else lo_)
-                cnt += 1 if z else 0
+    else:  # float64 rows never store: softmax takes its exps again (_softmax_dd)
+        for i in range(n):
+            hi, lo_, d = _exp_le0_split_exact(np.float64(xr[i]), m)
+            z = d == 0.0
+            small = hi < thr
+            s += 0.0 if (z or small) else hi
+            s2 += 0.0 if z else (lo_ + hi if small else lo_)
+            cnt += 1 if z else 0
     return s, s2, cnt
 
 
