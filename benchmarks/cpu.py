@@ -13,7 +13,8 @@ softmax 4096x32000     ``softmax(x, axis=-1)``, float32
 CE 4096x32000          ``cross_entropy(x, target)`` forward (mean), float32, int64 targets
 =====================  ======================================================================
 
-Columns: one read (``x.max()``, the memory floor), ours (the compiled fast path), ours on the
+Columns: one read (``x.max()``, the memory floor), copy (``x.copy()``, softmax only: one read
+and a fresh output written, the floor of an op that returns a new array), ours (the compiled fast path), ours on the
 NumPy fallback (``logsumexp._cpu.numpy_fallback()``: a machine without Numba), ours with the
 fast path disabled (``logsumexp._cpu.disabled()``: the array core), NumPy shifted
 (``m + log Σ exp(x − m)``), SciPy, torch (CPU, ``torch.from_numpy``: no copy),
@@ -53,7 +54,7 @@ if str(_HERE) not in sys.path:
 import _harness as H  # noqa: E402
 
 LIBS = [
-    "one read", "ours", "ours (NumPy fallback)", "ours (core)", "NumPy shifted", "SciPy", "torch",
+    "one read", "copy", "ours", "ours (NumPy fallback)", "ours (core)", "NumPy shifted", "SciPy", "torch",
     "torch.compile", "jax.jit",
 ]
 # The memory probes (a fresh subprocess each) are taken for these only, to keep the run short.
@@ -99,6 +100,15 @@ def make_input(case: Case, quick: bool) -> dict[str, Any]:
 def _one_read(case: Case, inp: dict[str, Any]) -> Callable[[], Any]:
     x = inp["x"]
     return lambda: x.max()
+
+
+def _copy(case: Case, inp: dict[str, Any]) -> Callable[[], Any] | str:
+    """``x.copy()``: one read and one fresh output written (pages faulted in and zeroed by the
+    kernel, then filled): the memory floor of softmax, which must return a new array."""
+    if case.kind != "softmax":
+        return "softmax only (the floor of an op that writes a fresh output)"
+    x = inp["x"]
+    return lambda: x.copy()
 
 
 def _ours(case: Case, inp: dict[str, Any], core: bool = False, fallback: bool = False) -> Callable[[], Any]:
@@ -224,6 +234,8 @@ def _jax(case: Case, inp: dict[str, Any]) -> Callable[[], Any] | str:
 def get_fn(lib: str, case: Case, inp: dict[str, Any]) -> Callable[[], Any] | str:
     if lib == "one read":
         return _one_read(case, inp)
+    if lib == "copy":
+        return _copy(case, inp)
     if lib == "ours":
         return _ours(case, inp)
     if lib == "ours (core)":
