@@ -121,4 +121,71 @@ def _exact(x: np.ndarray, m: np.ndarray, lead_at: np.ndarray, block: int) -> np.
     return _dd.add_rounded(np, m, lh, ll)
 
 
-__all__ = ["cancels", "lse_value"]
+def redo_weighted(
+    x: np.ndarray, w: np.ndarray, axes: tuple[int, ...], m: np.ndarray, lead: np.ndarray, tail: np.ndarray,
+    res: object, return_sign: bool,
+) -> object:
+    """``res`` (a weighted LogSumExp from the state ``(m, lead, tail)``, with its sign when
+    ``return_sign``) with the slices that cancel recomputed exactly (``_exact_weighted``).
+
+    Two cancellations lose the state's relative accuracy. The value against the maximum: ``m +
+    log|lead + tail|`` with ``|value| < |m|/2`` (either sign of ``m``: a weight can pull the sum
+    below 1 as well as above), where the finish's absolute error, about one rounding of ``|m|``,
+    is 1e4-1e9 ulp of a value near 1e-4-1e-9 (a log-evidence or mixture normaliser that is
+    almost 0). And signed weights against each other: ``|lead + tail| < |lead|/2``, where the
+    total's relative error grows as the terms cancel (and a small positive total computed
+    negative gave NaN). Other slices are returned unchanged; NumPy float arrays ``x`` and ``w``
+    of one shape, zero weights already −inf in ``x``.
+    """
+    vals = res[0] if return_sign else res  # type: ignore[index]
+    m, lead, tail, v = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (m, lead, tail, vals))
+    total = lead + tail
+    with np.errstate(invalid="ignore"):
+        value_cancels = np.isfinite(v) & (np.abs(v) < 0.5 * np.abs(m))
+        terms_cancel = np.abs(total) < 0.5 * np.abs(lead)
+    redo = np.flatnonzero(np.isfinite(m) & np.isfinite(total) & (value_cancels | terms_cancel))
+    if not redo.size:
+        return res
+    out = np.array(vals)  # copies: the caller's arrays are not written
+    sign = np.array(res[1]) if return_sign else None  # type: ignore[index]
+    flat = out.reshape(-1)
+    last = tuple(range(x.ndim - len(axes), x.ndim))
+    xr = np.reshape(np.moveaxis(x, axes, last), (m.size, -1))[redo]
+    wr = np.reshape(np.moveaxis(w, axes, last), (m.size, -1))[redo]
+    val, sgn = _exact_weighted(xr, wr, m[redo])
+    flat[redo] = val if return_sign else np.where(sgn < 0, math.nan, val)
+    if sign is None:
+        return out[()] if out.ndim == 0 else out
+    sign.reshape(-1)[redo] = sgn
+    return (out[()], sign[()]) if out.ndim == 0 else (out, sign)
+
+
+def _exact_weighted(x: np.ndarray, w: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(m + log|S|, sign S)`` per row, ``S = Σ w_i e^{x_i − m}`` (finite ``m``), rounded once:
+    each ``x_i − m`` exact (TwoSum), each exp a double-double (``_dd.exp_dd``), each product with
+    its weight exact (TwoProd), the sum compensated, ``log|S| = log1p(|S| − 1)`` to ~2^-95 and
+    ``m`` added exactly. −inf entries (zero weights) give 0. ``BLOCK_ELEMENTS`` at a time."""
+    rows, n = x.shape
+    sh, sl = np.zeros(rows), np.zeros(rows)
+    row_step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    col_step = max(1, min(n, BLOCK_ELEMENTS))
+    for r0 in range(0, rows, row_step):
+        r = slice(r0, min(rows, r0 + row_step))
+        for c0 in range(0, n, col_step):
+            xb = np.asarray(x[r, c0 : c0 + col_step], dtype=np.float64)
+            wb = np.asarray(w[r, c0 : c0 + col_step], dtype=np.float64)
+            off = xb == -math.inf
+            dh, dl = _dd.two_sum(xb, -m[r, None])
+            eh, el = _dd.exp_dd(np, np.where(off, 0.0, dh), np.where(off, 0.0, dl))
+            ph, pl = _dd.two_prod(eh, wb)
+            pl = pl + el * wb
+            bh, bl = _dd.sum_dd(np, np.where(off, 0.0, ph), np.where(off, 0.0, pl))
+            sh[r], sl[r] = _dd.dd_add(sh[r], sl[r], bh, bl)
+    sign = np.sign(sh)
+    zero = sh == 0.0
+    th, tl = _dd.two_sum(np.where(zero, 1.0, np.abs(sh)), -1.0)
+    lh, ll = _dd.log1p_dd_exact(np, th, tl + np.where(zero, 0.0, sign * sl))
+    return np.where(zero, -math.inf, _dd.add_rounded(np, m, lh, ll)), sign
+
+
+__all__ = ["cancels", "lse_value", "redo_weighted"]

@@ -104,7 +104,12 @@ def lse_value(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None, return_
             return _lse_dd.lse_value(x1, ax, return_sign)
     state = lse_state(xp, x, axes, w)
     with aa.quiet_fp():
-        return value(xp, state, return_sign)
+        res = value(xp, state, return_sign)
+        if w is not None and aa.is_numpy(xp) and bool(axes):
+            # slices that cancel (a value near 0 against its maximum, or signed weights against
+            # each other) are recomputed exactly from the data, which is still at hand here
+            res = _lse_dd.redo_weighted(x, w, axes, state.m, state.lead, state.tail, res, return_sign)
+        return res
 
 
 def _dd_numpy_ok(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None) -> bool:
