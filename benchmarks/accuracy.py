@@ -618,7 +618,12 @@ a double-double (`2·atanh` series) and the maximum added exactly, so that only 
 before the single last rounding. A result that cancels against its maximum (|LSE| < |max|/2 with
 max < 0, the near-zero families below) is recomputed for that slice only with every `x_i − max`
 exact (TwoSum), every exp carried to ~2^-95 in double-double and the sum and `log1p` in
-double-double: about 0.3 µs per element, paid only by those slices. log_softmax is `(x_i − max) −
+double-double: about 0.3 µs per element, paid only by those slices. Weighted calls (`b=`, NumPy,
+both paths) recompute their cancelling slices the same way (|LSE| < |max|/2 of either sign, or
+signed weights whose sum falls below half the leading weight), weights multiplied in exactly:
+rounded once (tests/test_lse_weighted_exact.py; before, 6e3 ulp at LSE ≈ 1e-4 and 4e8 at 1e-9).
+What cannot be recomputed: `LSEState` and Dask, whose data are gone when the value is taken,
+keep an absolute error of about one rounding of the maximum on a near-zero result. log_softmax is `(x_i − max) −
 log1p(tail)` with the difference exact and the double-double `log1p`, rounded once per entry; the
 row's tail keeps its small powers of two (terms below 2^-37 of the largest tail term are summed
 whole with the low parts), each term gets the rounding of `x_i − max` back, and the row is summed

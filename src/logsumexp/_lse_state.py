@@ -27,6 +27,12 @@ class LSEState:
     The value comes back in the chunks' float dtype (float32 chunks give float32; integers the
     default float), accumulated as :func:`logsumexp` accumulates (float64 on a CPU).
 
+    Accuracy near 0: a value that cancels against the maximum (the log-normaliser of an almost
+    normalised stream, e.g. ``1e-9`` with ``max ≈ −5``) keeps an absolute error of about one
+    rounding of ``max`` (~1e-15 here): :func:`logsumexp` recomputes such slices exactly from the
+    data, which a state no longer has. Take :func:`logsumexp` of the whole array when that
+    relative accuracy matters.
+
     Parameters
     ----------
     axis : int, tuple of ints or None
