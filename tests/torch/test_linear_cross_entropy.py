@@ -182,3 +182,71 @@ def test_fused_chunk_hands_special_rows_to_the_general_rules(small_chunks):
         want = torch.autograd.grad(ref, [h, w], seed)
         for a, r in zip(got, want):
             torch.testing.assert_close(a, r, **F64, equal_nan=True)
+
+
+def _spy_compiled(monkeypatch) -> list[bool]:
+    """Record each call of the compiled chunk kernel (True: it answered)."""
+    from logsumexp import _cpu
+
+    calls: list[bool] = []
+    real = _cpu.cross_entropy_grad_rows
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_cpu, "cross_entropy_grad_rows", spy)
+    return calls
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_float32_chunks_through_the_compiled_kernel(monkeypatch, bias):
+    """float32 class targets take the compiled chunk (one read per row, float64 exps): loss and
+    gradients against float64 eager torch from the same float32 inputs, within float32 rounding
+    of the logits; every chunk answered by the kernel."""
+    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
+    calls = _spy_compiled(monkeypatch)
+    monkeypatch.setattr(_cpu_impl, "LCE_CHUNK_BYTES", 5 * 19 * 4)  # 5 tokens per chunk
+    h, w, b, t = (a.detach().float() if a.is_floating_point() else a for a in _data(lead=(23,), seed=3))
+    b = b if bias else None
+    args = [a.clone().requires_grad_() for a in (h, w)] + ([b.clone().requires_grad_()] if bias else [])
+    ours = L.linear_cross_entropy(args[0], args[1], t, args[2] if bias else None, reduction="sum")
+    got = torch.autograd.grad(ours, args)
+    ref_args = [a.double().requires_grad_() for a in (h, w)] + ([b.double().requires_grad_()] if bias else [])
+    ref = F.cross_entropy(ref_args[0] @ ref_args[1].T + (ref_args[2] if bias else 0), t, reduction="sum")
+    want = torch.autograd.grad(ref, ref_args)
+    assert calls and all(calls) and len(calls) == 5
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-6, atol=0)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_chunk_special_rows_and_ignored_targets(monkeypatch):
+    """Rows with +inf, all −inf or NaN logits are left to the torch rules by the kernel; ignored
+    rows give 0 and a zero gradient; the rest matches the torch chunk (float32 exps there, float64
+    in the kernel: within 2 float32 ulps)."""
+    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
+    from logsumexp import _cpu
+    from logsumexp._options import CrossEntropyOptions
+
+    calls = _spy_compiled(monkeypatch)
+    g = torch.Generator().manual_seed(1)
+    z0 = torch.randn(12, 300, generator=g) * 4
+    z0[3, 5], z0[5, 7] = float("inf"), float("nan")
+    z0[4] = -float("inf")
+    z0[6] = 2.0  # all tied
+    t = torch.randint(0, 300, (12,), generator=g)
+    t[2], t[4] = -100, 1
+    gr = torch.rand(12, generator=g)
+    outs = []
+    for compiled in (True, False):
+        z, rows, lse = z0.clone(), torch.empty(12), torch.empty(12)
+        ctx = _cpu.disabled() if not compiled else torch.no_grad()
+        with ctx:
+            grad = _cpu_impl._fused_chunk(z, t, None, gr, CrossEntropyOptions(), rows, lse)
+        outs.append((grad, rows, lse))
+    assert calls == [True, False]
+    for a, r in zip(outs[0], outs[1]):
+        torch.testing.assert_close(a, r, rtol=2.4e-7, atol=1e-7, equal_nan=True)
+    assert outs[0][1][2] == 0 and torch.all(outs[0][0][2] == 0)

@@ -558,3 +558,34 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
     k.merge_items(j, im, ilead, itail, itlo, sm, slead, stail, stlo)
     _run(k.softmax_write_items, j.size, nthreads, flat, xkoff, xs, oflat, okoff, os_, j, a, e, sm, slead, stail, log)
     return out
+
+
+def cross_entropy_grad_rows(
+    z: np.ndarray, target: np.ndarray, g: np.ndarray | None, ignore_index: int, rows_out: np.ndarray, lse_out: np.ndarray
+) -> np.ndarray | None:
+    """Cross-entropy rows of float32 logits ``z`` (C-contiguous [n, C], written in place) against
+    int64 class ``target``, and (``g`` given) the gradient of ``Σ g_j·loss_j`` in place of z;
+    ``rows_out`` and ``lse_out`` (float32, [n]) receive the losses and the LSEs. Returns a bool
+    mask of the rows done (False: a non-finite maximum, the row untouched, for the caller's exact
+    path), or None when the compiled kernels are not there or the inputs do not fit (the caller
+    then computes everything itself). The torch face's fused linear cross-entropy chunk; see
+    ``_kernels.ce_grad_rows`` for the formulas. Targets must be valid (the caller checked them).
+    """
+    if not _enabled or _no_numba:
+        return None
+    k = _get_kernels()
+    if k is None or z.dtype != np.float32 or z.ndim != 2 or not z.flags.c_contiguous or not z.flags.writeable:
+        return None
+    n, C = z.shape
+    if n == 0 or C == 0 or target.shape != (n,) or target.dtype != np.int64:
+        return None
+    valid = target[target != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= C):
+        return None  # out of range: the caller's checks speak, never an unchecked index here
+    gg = np.empty(0, dtype=np.float32) if g is None else np.ascontiguousarray(g, dtype=np.float32)
+    if gg.size not in (0, n):
+        return None
+    ok = np.empty(n, dtype=np.bool_)
+    nthreads = num_threads() if n * C >= PARALLEL_MIN else 1
+    _run(k.ce_grad_rows, n, nthreads, z.reshape(-1), C, target, gg, ignore_index, rows_out, lse_out, ok)
+    return ok

@@ -1022,6 +1022,32 @@ def _row_expsum(xr, scratch, m, store, thr):  # type: ignore[no-untyped-def]
 
 
 @njit(fastmath={"contract"}, cache=_CACHE)
+def _row_tail(xr, scratch, m, store, thr):  # type: ignore[no-untyped-def]
+    """(tail, comp): Σ_{i≠k} e^{x_i − m} of one contiguous row with finite max m as a
+    double-double (the entries equal to m but one count 1 each), the exps stored in scratch when
+    ``store`` (float32 rows); ``thr`` as in _row_expsum.
+
+    Block sums combined with a compensated sum (as in _range_state): one vectorised sum over a
+    32000-long row adds ~1000 terms per lane sequentially. float64 rows in CHUNK pieces: each
+    piece's sums are one vectorised reduction, and the pieces are combined with the compensated
+    sum here (inside _row_expsum, 'reassoc' would undo it); 2048 at once left the 999 equal terms
+    of [0, −40×999] with a tail 2.7e-16 off (1.64 ulp on log_softmax's top entry), 256 at once
+    0.40 ulp."""
+    n = xr.size
+    tail = 0.0
+    comp = 0.0
+    cnt = 0
+    step = CHUNK if xr.itemsize == 8 else BLOCK
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        sb, sb2, cb = _row_expsum(xr[a:b], scratch[a:b] if store else scratch, m, store, thr)
+        tail, comp = _two_sum_acc(tail, comp, sb)
+        tail, comp = _two_sum_acc(tail, comp, sb2)
+        cnt += cb
+    return _two_sum_acc(tail, comp, np.float64(cnt - 1))
+
+
+@njit(fastmath={"contract"}, cache=_CACHE)
 def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
     """softmax / log_softmax of one contiguous row into a contiguous output row; False (nothing
     written) for a special row (non-finite max, NaN), which the caller then handles.
@@ -1042,23 +1068,7 @@ def _softmax_row(xr, outr, scratch, log):  # type: ignore[no-untyped-def]
         # 2^-37 times the largest tail term e^{m2 − m}: the powers of two at or above it sum
         # exactly within a block (2048 terms ≤ 2^11 times the largest), see _row_expsum
         thr = _exp_le0(_max_below(xr, m) - m) * 2.0**-37
-    # Block sums combined with a compensated sum (as in _range_state): one vectorised sum over
-    # a 32000-long row adds ~1000 terms per lane sequentially.
-    tail = 0.0
-    comp = 0.0
-    cnt = 0
-    # float64 rows in CHUNK pieces: each piece's sums are one vectorised reduction, and the pieces
-    # are combined with the compensated sum here (inside _row_expsum, 'reassoc' would undo it);
-    # 2048 at once left the 999 equal terms of [0, −40×999] with a tail 2.7e-16 off (1.64 ulp
-    # on log_softmax's top entry), 256 at once 0.40 ulp
-    step = CHUNK if xr.itemsize == 8 else BLOCK
-    for a in range(0, n, step):
-        b = min(a + step, n)
-        sb, sb2, cb = _row_expsum(xr[a:b], scratch[a:b] if store else scratch, m, store, thr)
-        tail, comp = _two_sum_acc(tail, comp, sb)
-        tail, comp = _two_sum_acc(tail, comp, sb2)
-        cnt += cb
-    tail, comp = _two_sum_acc(tail, comp, np.float64(cnt - 1))
+    tail, comp = _row_tail(xr, scratch, m, store, thr)
     if tail != tail or comp != comp:
         return False
     if log and outr.itemsize == 8:
@@ -1156,6 +1166,45 @@ def softmax_write_items(x, xkoff, xs, out, okoff, os, item_j, item_a, item_b, sm
 # --------------------------------------------------------------------------------------------
 # Rows of the reduced axis per tile of the column kernel: 64 rows × up to 1024 columns of
 # float32 is 256 KiB, inside L2 between the max pass and the exp pass over the tile.
+@njit(nogil=True, cache=_CACHE)
+def ce_grad_rows(z, L, target, g, ignore, rows_out, lse_out, ok, lo, hi):  # type: ignore[no-untyped-def]
+    """Cross-entropy of float32 logit rows lo..hi-1 of z (rows of length L, contiguous) against
+    class targets, and, in place of each row, the gradient of Σ_j g[j]·loss_j:
+
+        loss_j = log1p(tail) + (m − z_t)   (0 where target == ignore),   lse_j = m + log1p(tail)
+        z_i ← g_j · e^{z_i − m} / (1 + tail),   then z_t ← z_t − g_j
+
+    with m the row max and tail = Σ_{i≠argmax} e^{z_i − m} (Blanchard-Higham-Higham: the loss of a
+    confident row keeps its small value). One read of the row from memory: the max, then the
+    exps from L2 into a float64 scratch row with their sum (float64 exp and accumulation), then
+    the scaled write. ``g`` empty: the loss and lse only, z is not written. A row with a
+    non-finite max (inf, NaN) is left untouched with ok[j] = False for the caller's exact path."""
+    scratch = np.empty(L)
+    grad = g.size > 0
+    for j in range(lo, hi):
+        zr = z[j * L : (j + 1) * L]
+        m = _block_max(zr, L)
+        if not math.isfinite(m):
+            ok[j] = False
+            continue
+        tail, comp = _row_tail(zr, scratch, m, True, 0.0)
+        tail += comp
+        t = target[j]
+        valid = t != ignore
+        zt = np.float64(zr[t if valid else 0])
+        lp = _log1p(tail)
+        lse_out[j] = m + lp
+        rows_out[j] = ((0.0 if zt == m else m - zt) + lp) if valid else 0.0
+        ok[j] = True
+        if grad:
+            gj = np.float64(g[j]) if valid else 0.0
+            r = gj / (1.0 + tail)
+            for i in range(L):
+                zr[i] = scratch[i] * r
+            if valid:
+                zr[t] = np.float64(zr[t]) - gj
+
+
 COL_ROWS = 64
 
 
