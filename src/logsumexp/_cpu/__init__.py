@@ -34,6 +34,9 @@ Hooks
     scratch row (L2) with their sum, then ``e_i / (1 + tail)`` (float32 output: times the
     float64 reciprocal) or ``(x_i - m) - log1p(tail)`` written in x's dtype. Longer rows: the
     state pass (split over threads when there are few rows), then a write pass.
+``cross_entropy_grad_rows(z, target, g, ignore_index, rows_out, lse_out)``
+    the torch face's fused linear cross-entropy chunk on float32 logits: per row the loss, the
+    LSE and (with ``g``) the gradient written in place of the logits, one read of the row.
 
 Accuracy. float64 data: the exp is summed as ``2^k`` plus ``2^k·y`` (``_kernels._exp_le0_split``;
 sums of powers of two are exact, and no ``1 + y`` is rounded per term), in chunks of 256 per
