@@ -73,16 +73,26 @@ def cancels(m: np.ndarray, out: np.ndarray) -> np.ndarray:
 def _tails(x: np.ndarray, m: np.ndarray, lead_at: np.ndarray, block: int, tail: BlockTail) -> tuple[np.ndarray, np.ndarray]:
     """``Σ_{i≠k} e^{x_i − m}`` per row as a double-double, ``tail(x_block, m, lead_col)`` per
     block (``lead_col``: the leading entry's column in the block, outside it for other blocks)."""
-    rows, n = x.shape
+    # C-contiguous float64 copies: NumPy sums a contiguous last axis pairwise
+    return _row_block_sums(
+        x.shape, block,
+        lambda r, c: tail(np.ascontiguousarray(x[r, c], dtype=np.float64), m[r, None], lead_at[r] - c.start),
+    )
+
+
+def _row_block_sums(
+    shape: tuple[int, ...], block: int, block_sum: Callable[[slice, slice], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a (rows, n) array, the double-double sum over blocks of about ``block``
+    elements of ``block_sum(row_slice, column_slice)`` (one double-double per row of the block)."""
+    rows, n = shape
     th, tl = np.zeros(rows), np.zeros(rows)
     row_step = max(1, block // max(n, 1))
     col_step = max(1, min(n, block))
     for r0 in range(0, rows, row_step):
         r = slice(r0, min(rows, r0 + row_step))
         for c0 in range(0, n, col_step):
-            # C-contiguous float64 copies: NumPy sums a contiguous last axis pairwise
-            xb = np.ascontiguousarray(x[r, c0 : c0 + col_step], dtype=np.float64)
-            bh, bl = tail(xb, m[r, None], lead_at[r] - c0)
+            bh, bl = block_sum(r, slice(c0, c0 + col_step))
             th[r], tl[r] = _dd.dd_add(th[r], tl[r], bh, bl)
     return th, tl
 
@@ -160,27 +170,22 @@ def redo_weighted(
     return (out[()], sign[()]) if out.ndim == 0 else (out, sign)
 
 
+def _weighted_block_sum(xb: np.ndarray, wb: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``Σ w_i e^{x_i − m}`` per row of a block as a double-double (−inf entries give 0)."""
+    xb, wb = np.asarray(xb, dtype=np.float64), np.asarray(wb, dtype=np.float64)
+    off = xb == -math.inf
+    dh, dl = _dd.two_sum(xb, -m)
+    eh, el = _dd.exp_dd(np, np.where(off, 0.0, dh), np.where(off, 0.0, dl))
+    ph, pl = _dd.two_prod(eh, wb)
+    return _dd.sum_dd(np, np.where(off, 0.0, ph), np.where(off, 0.0, pl + el * wb))
+
+
 def _exact_weighted(x: np.ndarray, w: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(m + log|S|, sign S)`` per row, ``S = Σ w_i e^{x_i − m}`` (finite ``m``), rounded once:
     each ``x_i − m`` exact (TwoSum), each exp a double-double (``_dd.exp_dd``), each product with
     its weight exact (TwoProd), the sum compensated, ``log|S| = log1p(|S| − 1)`` to ~2^-95 and
     ``m`` added exactly. −inf entries (zero weights) give 0. ``BLOCK_ELEMENTS`` at a time."""
-    rows, n = x.shape
-    sh, sl = np.zeros(rows), np.zeros(rows)
-    row_step = max(1, BLOCK_ELEMENTS // max(n, 1))
-    col_step = max(1, min(n, BLOCK_ELEMENTS))
-    for r0 in range(0, rows, row_step):
-        r = slice(r0, min(rows, r0 + row_step))
-        for c0 in range(0, n, col_step):
-            xb = np.asarray(x[r, c0 : c0 + col_step], dtype=np.float64)
-            wb = np.asarray(w[r, c0 : c0 + col_step], dtype=np.float64)
-            off = xb == -math.inf
-            dh, dl = _dd.two_sum(xb, -m[r, None])
-            eh, el = _dd.exp_dd(np, np.where(off, 0.0, dh), np.where(off, 0.0, dl))
-            ph, pl = _dd.two_prod(eh, wb)
-            pl = pl + el * wb
-            bh, bl = _dd.sum_dd(np, np.where(off, 0.0, ph), np.where(off, 0.0, pl))
-            sh[r], sl[r] = _dd.dd_add(sh[r], sl[r], bh, bl)
+    sh, sl = _row_block_sums(x.shape, BLOCK_ELEMENTS, lambda r, c: _weighted_block_sum(x[r, c], w[r, c], m[r, None]))
     sign = np.sign(sh)
     zero = sh == 0.0
     th, tl = _dd.two_sum(np.where(zero, 1.0, np.abs(sh)), -1.0)
