@@ -250,3 +250,28 @@ def test_compiled_chunk_special_rows_and_ignored_targets(monkeypatch):
     for a, r in zip(outs[0], outs[1]):
         torch.testing.assert_close(a, r, rtol=2.4e-7, atol=1e-7, equal_nan=True)
     assert outs[0][1][2] == 0 and torch.all(outs[0][0][2] == 0)
+
+
+def test_compiled_chunk_under_torch_compile_and_torch_func(monkeypatch):
+    """The way users run it: torch.compile(fullgraph=True, dynamic=True) and torch.func.grad over a
+    float32 linear cross-entropy whose chunks take the compiled kernel; same loss and gradients
+    as eager (the kernel runs inside the custom op, outside the graph)."""
+    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
+    calls = _spy_compiled(monkeypatch)
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(29, 8, generator=g)
+    t = torch.randint(0, 29, (11,), generator=g)
+
+    def loss(h, w):
+        return L.linear_cross_entropy(h, w, t)
+
+    h = torch.randn(11, 8, generator=g)
+    want = torch.func.grad(loss, argnums=(0, 1))(h, w)
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True, backend="aot_eager")
+    hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+    got_loss = compiled(hh, ww)
+    got = torch.autograd.grad(got_loss, (hh, ww))
+    torch.testing.assert_close(got_loss, loss(h, w), rtol=1e-6, atol=0)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-7)
+    assert calls and all(calls)
