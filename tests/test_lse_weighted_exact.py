@@ -106,3 +106,63 @@ def test_ordinary_weighted_slices_are_unchanged() -> None:
     want = [lse.LSEState().update(x[j], b=w[j]).value for j in range(5)]
     np.testing.assert_array_equal(got, np.array(want))
     assert float(abs(MP.mpf(float(got[0])) - mp_lse(x[0], w[0]))) < 1e-15
+
+
+INF, NAN = math.inf, math.nan
+ONE_CALL_CASES = [
+    ([0.0, 1.0, 2.0], [1.0, 2.0, 0.5]),
+    ([0.0, 1.0, 2.0], [1.0, -2.0, 0.5]),  # negative sum
+    ([3.0, 3.0, 1.0], [2.0, -2.0, 1e-3]),  # the tied maxima cancel
+    ([1.0, 1.0], [2.0, -2.0]),  # exactly 0: −inf, sign 0
+    ([INF, 0.0], [0.0, 1.0]),  # a zero weight removes +inf
+    ([NAN, 0.0], [0.0, 1.0]),  # and NaN
+    ([INF, INF, 0.0], [1.0, -1.0, 1.0]),  # +inf whose weights cancel: NaN
+    ([INF, 2.0], [-3.0, 1.0]),  # +inf, negative weight
+    ([-INF, -INF], [1.0, 2.0]),  # no mass
+    ([0.0, 1.0], [0.0, 0.0]),  # all weights 0
+    ([NAN, 1.0], [1.0, 1.0]),
+    ([700.0, 710.0, -700.0], [1e300, 1e-300, 5.0]),
+    ([-745.0, -744.0], [3.0, 1.0]),
+]
+
+
+def _fits(values: list, dtype: type) -> bool:
+    return all(abs(v) <= np.finfo(dtype).max or not math.isfinite(v) for v in np.ravel(values))
+
+
+@pytest.mark.parametrize("return_sign", [False, True])
+@pytest.mark.parametrize(
+    ("case", "dtype"),
+    [(i, dt) for i, c in enumerate(ONE_CALL_CASES) for dt in (np.float64, np.float32) if _fits(c, dt)],
+)
+def test_one_call_weighted_path_matches_the_general_path(case: int, dtype: type, return_sign: bool) -> None:
+    """A 1-D weighted NumPy call takes one compiled call (``_reduce.fast_numpy_lse_weighted``);
+    the general path (reached through ``axis=(0,)``) gives the same values, signs and dtypes on
+    the special cases of the contract, within 1 ulp (their finishes round alike but not always
+    bit for bit)."""
+    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
+    x, b = (np.array(v, dtype=dtype) for v in ONE_CALL_CASES[case])
+    assert _cpu.lse_1d_weighted(x, b) is not None or not _cpu.available()
+    with np.errstate(all="ignore"):
+        got = lse.logsumexp(x, b=b, return_sign=return_sign)
+        want = lse.logsumexp(x, axis=(0,), b=b, return_sign=return_sign)
+    got, want = (got, want) if return_sign else ((got,), (want,))
+    for g, w in zip(got, want):
+        assert type(g) is type(w) and g.dtype == dtype
+        if math.isfinite(float(w)):
+            assert abs(float(g) - float(w)) <= float(np.spacing(np.abs(w))), (g, w)
+        else:
+            assert (math.isnan(float(g)) and math.isnan(float(w))) or g == w, (g, w)
+
+
+def test_one_call_weighted_path_random_against_mpmath() -> None:
+    rng = np.random.default_rng(11)
+    worst = 0.0
+    for seed in range(20):
+        x = rng.standard_normal(500) * 5
+        b = rng.uniform(-1.0, 3.0, 500)
+        got, sign = lse.logsumexp(x, b=b, return_sign=True)
+        exact = mp_lse(x, b)
+        assert sign == (1.0 if MP.sign(MP.fsum(MP.mpf(float(w)) * MP.exp(MP.mpf(float(v))) for v, w in zip(x, b))) > 0 else -1.0)
+        worst = max(worst, ulp_error(float(got), exact, "float64"))
+    assert worst <= 1.0, worst

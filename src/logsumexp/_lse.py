@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
-from ._reduce import fast_numpy_lse, lse_state, lse_value, mask_zero_weights
+from ._reduce import fast_numpy_lse, fast_numpy_lse_weighted, lse_state, lse_value, mask_zero_weights
 from ._state import divide_by_temperature, shifted, times_temperature, value
 
 Array = Any
@@ -88,9 +88,12 @@ def logsumexp(
     >>> lse.logsumexp([0.0, 0.0], b=[1.0, -2.0], return_sign=True)
     (np.float64(0.0), np.float64(-1.0))
     """
-    if type(a) is np.ndarray and b is None and where is None and dtype is None and not return_sign:
-        # The common NumPy call in one compiled step (a masked array is not exactly np.ndarray).
-        fast = fast_numpy_lse(a, axis, keepdims)
+    if type(a) is np.ndarray and where is None and dtype is None:
+        # The common NumPy calls in one compiled step (a masked array is not exactly np.ndarray).
+        if b is None:
+            fast = None if return_sign else fast_numpy_lse(a, axis, keepdims)
+        else:
+            fast = fast_numpy_lse_weighted(a, b, axis, keepdims, return_sign) if type(b) is np.ndarray else None
         if fast is not None:
             return fast
     xp = aa.namespace(a, b, where)

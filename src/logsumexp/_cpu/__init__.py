@@ -434,6 +434,20 @@ def lse_1d_small(x: np.ndarray) -> np.floating | None:
     return x.dtype.type(k.lse_1d_value(x))
 
 
+def lse_1d_weighted(x: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float] | None:
+    """``(m, lead, total, value)`` of the weighted LogSumExp of a small contiguous 1-D float32 or
+    float64 ndarray with contiguous weights of the same dtype and length, in one compiled call
+    (``_kernels.lse_1d_weighted``; value in float64), or None. The caller checks the value for
+    cancellation (the exact recompute lives in the array core)."""
+    k = _kmod if (_enabled and not _no_numba) else None
+    if (
+        k is None or x.dtype.char not in "fd" or b.dtype != x.dtype or b.shape != x.shape
+        or not 0 < x.size < PARALLEL_MIN or not (x.flags.c_contiguous and b.flags.c_contiguous)
+    ):
+        return None
+    return k.lse_1d_weighted(x, b)  # type: ignore[no-any-return]
+
+
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating | None:
     """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype (float64 accumulation), or None.
 

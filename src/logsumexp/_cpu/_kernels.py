@@ -1458,6 +1458,44 @@ def lse_finish(m, th, tl):  # type: ignore[no-untyped-def]
     return s + (e + ll)
 
 
+@njit(cache=_CACHE)
+def weighted_value(m, lead, tail, tlo):  # type: ignore[no-untyped-def]
+    """(m + log|lead + tail + tlo|, lead + tail) of one weighted state, as ``logsumexp._dd.value``
+    computes it: while the lead is within a factor 2 of 1 and the total above 1/2, ``log1p`` of
+    ``(lead − 1) + tail`` as a double-double (``lead − 1`` exact, Sterbenz) added to a finite m
+    rounded once; elsewhere ``m + log|total|``. +inf entries whose weights cancel give NaN."""
+    total = lead + tail
+    if 0.5 <= lead <= 2.0 and total > 0.5 and tail < math.inf:
+        th, tl = _two_sum(lead - 1.0, tail)
+        lh, ll = log1p_dd(th, tl + tlo)
+        if math.isfinite(m):
+            s, e = _two_sum(m, lh)
+            return s + (e + ll), total
+        log_sum = lh
+    else:
+        a = abs(total)
+        log_sum = -math.inf if a == 0.0 else math.log(a)
+    if m == math.inf and log_sum == -math.inf:
+        return math.nan, total
+    return m + log_sum, total
+
+
+@njit(cache=_CACHE)
+def lse_1d_weighted(x, b):  # type: ignore[no-untyped-def]
+    """(m, lead, total, value) of Σ b_i e^{x_i} over whole contiguous 1-D x and b of one length
+    (zero weights take no part, even at ±inf or NaN): the blocked weighted state, the exact scalar
+    state for special slices, finished by ``weighted_value``. One compiled call for small inputs."""
+    n = x.size
+    buf = np.empty(min(n, BLOCK))
+    wbuf = np.empty(min(n, BLOCK))
+    m, lead, tail, comp = _range_state_dd(x, b, True, 0, n, 1, _ZERO_OFF, 0, n, buf, wbuf)
+    if not (math.isfinite(m) and math.isfinite(lead) and math.isfinite(tail) and math.isfinite(comp)):
+        m, lead, tail = _special_state(x, b, True, 0, n, 1, _ZERO_OFF, 0, n)
+        comp = 0.0
+    v, total = weighted_value(m, lead, tail, comp)
+    return m, lead, total, v
+
+
 @njit(inline="always")
 def cancels(m, out):  # type: ignore[no-untyped-def]
     """Whether m + log1p(tail) = out cancelled: |out| < |m|/2 with m < 0. The sum's absolute error
