@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -150,10 +151,7 @@ def redo_weighted(
     vals = res[0] if return_sign else res  # type: ignore[index]
     m, lead, tail, v = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (m, lead, tail, vals))
     total = lead + tail
-    with np.errstate(invalid="ignore"):
-        value_cancels = np.isfinite(v) & (np.abs(v) < 0.5 * np.abs(m))
-        terms_cancel = np.abs(total) < 0.5 * np.abs(lead)
-    redo = np.flatnonzero(np.isfinite(m) & np.isfinite(total) & (value_cancels | terms_cancel))
+    redo = np.flatnonzero(weighted_cancels(m, lead, total, v))
     if not redo.size:
         return res
     out = np.array(vals)  # copies: the caller's arrays are not written
@@ -180,6 +178,17 @@ def _weighted_block_sum(xb: np.ndarray, wb: np.ndarray, m: np.ndarray) -> tuple[
     return _dd.sum_dd(np, np.where(off, 0.0, ph), np.where(off, 0.0, pl + el * wb))
 
 
+def weighted_cancels(m: Any, lead: Any, total: Any, v: Any) -> Any:
+    """Where a weighted value ``v = m + log|total|`` (``total = lead + tail``) must be recomputed
+    (see ``redo_weighted``): finite ``m`` and total, and ``|v| < |m|/2`` (v finite) or
+    ``|total| < |lead|/2``. Written with operators that work alike on Python floats (the one-call
+    path, ``_reduce.fast_numpy_lse_weighted``) and on NumPy arrays; a NaN compares False."""
+    inf = math.inf
+    value_cancels = (abs(v) < inf) & (abs(v) < 0.5 * abs(m))
+    terms_cancel = abs(total) < 0.5 * abs(lead)
+    return (abs(m) < inf) & (abs(total) < inf) & (value_cancels | terms_cancel)
+
+
 def _exact_weighted(x: np.ndarray, w: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(m + log|S|, sign S)`` per row, ``S = Σ w_i e^{x_i − m}`` (finite ``m``), rounded once:
     each ``x_i − m`` exact (TwoSum), each exp a double-double (``_dd.exp_dd``), each product with
@@ -193,4 +202,4 @@ def _exact_weighted(x: np.ndarray, w: np.ndarray, m: np.ndarray) -> tuple[np.nda
     return np.where(zero, -math.inf, _dd.add_rounded(np, m, lh, ll)), sign
 
 
-__all__ = ["cancels", "lse_value", "redo_weighted"]
+__all__ = ["cancels", "lse_value", "redo_weighted", "weighted_cancels"]

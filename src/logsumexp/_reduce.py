@@ -91,10 +91,8 @@ def fast_numpy_lse_weighted(a: np.ndarray, b: np.ndarray, axis: aa.Axis, keepdim
     if st is None:
         return None
     m, lead, total, v = st
-    if math.isfinite(m) and math.isfinite(total) and (
-        (math.isfinite(v) and abs(v) < 0.5 * abs(m)) or abs(total) < 0.5 * abs(lead)
-    ):
-        return None  # cancels: _lse_dd.redo_weighted's conditions, answered by the general path
+    if _lse_dd.weighted_cancels(m, lead, total, v):
+        return None  # answered by the general path, which recomputes the slice exactly
     dt = a.dtype.type
     if return_sign:
         sign = math.nan if v != v else (1.0 if total > 0 else -1.0 if total < 0 else 0.0)
