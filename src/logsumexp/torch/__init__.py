@@ -13,17 +13,21 @@ from typing import Any
 from .._options import CrossEntropyOptions
 from .functional import cross_entropy, linear_cross_entropy, log_softmax, logsumexp, softmax
 from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
+from ._log_probs import linear_log_probs, log_probs
 
 __all__ = [
     "CrossEntropyLoss",
     "CrossEntropyOptions",
     "LinearCrossEntropyLoss",
     "cross_entropy",
+    "linear_log_probs",
+    "log_probs",
     "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "softmax",
     "vocab_parallel_cross_entropy",
+    "vocab_parallel_log_probs",
 ]
 
 
@@ -33,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from .distributed import vocab_parallel_cross_entropy
 
         return vocab_parallel_cross_entropy
+    if name == "vocab_parallel_log_probs":
+        from ._distributed_log_probs import vocab_parallel_log_probs
+
+        return vocab_parallel_log_probs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
