@@ -40,7 +40,7 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
         {"_state"},
         {"_lse_dd", "_softmax_dd"},
         {"_reduce"},
-        {"_lse", "_elementwise", "_softmax", "_cross_entropy"},
+        {"_lse", "_elementwise", "_softmax", "_cross_entropy", "_segment"},
         {"_lse_state"},
         {""},  # the package itself
     )

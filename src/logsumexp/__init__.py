@@ -17,6 +17,7 @@ from ._cross_entropy import binary_cross_entropy_with_logits, cross_entropy, cro
 from ._elementwise import log1mexp, logaddexp, logsubexp, softplus
 from ._lse import logsumexp, smoothmax, smoothmin
 from ._lse_state import LSEState
+from ._segment import segment_log_softmax, segment_logsumexp, segment_softmax
 from ._softmax import log_softmax, softmax
 
 
@@ -42,6 +43,9 @@ __all__ = [
     "logaddexp",
     "logsubexp",
     "logsumexp",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
     "smoothmax",
     "smoothmin",
     "softmax",
