@@ -293,8 +293,12 @@ def _row_multiplier(
         tc = torch.where(valid, target, 0)
         gv = torch.where(valid, g_rows, 0.0)
         w_t = weight[tc] if weight is not None else 1.0
-        total_w = float(n_cls) if weight is None else weight.sum()
-        a = gv * ((1.0 - eps) * w_t + (eps / n_cls) * total_w)
+        a = gv * ((1.0 - eps) * w_t)
+        if eps:
+            # Only with smoothing: a class weight that no row targets (NaN included) must not
+            # reach the gradient through 0 · Σ w.
+            total_w = float(n_cls) if weight is None else weight.sum()
+            a = a + gv * ((eps / n_cls) * total_w)
         wq = None
     if opts.z_loss:
         a = a + (2.0 * opts.z_loss) * torch.where(torch.isfinite(lse), lse, 0.0) * gv
@@ -690,7 +694,29 @@ def logsumexp_last(x: Tensor) -> Tensor:
     for sl in row_chunks(*x2.shape):
         t, m, am = shifted(x2[sl].to(acc))
         out[sl] = m + torch.log1p(exp_rest_sum(t, am))
+        _refine_cancelled(x2[sl], m, out[sl])
     return out.reshape(x.shape[:-1])
+
+
+def _refine_cancelled(x: Tensor, m: Tensor, lse: Tensor) -> None:
+    """Recompute, in place, the rows whose final sum ``m + log1p(tail)`` cancelled.
+
+    ``log1p(tail) ≥ 0`` carries an absolute error of about ``eps``; when the result is much smaller
+    than ``|m|`` (``m < 0``, the sum near 1: ``[log .5, log .5 + 1e-12]`` gives ``5.0001e-13``), that
+    error becomes a large relative one (2e-4 there). Those rows, rare, go to the array core's float64
+    LogSumExp (double-double finish, ≤ 1 ulp), through NumPy on the CPU; other devices keep the
+    torch value (a host round trip per call would cost more than the rare row is worth).
+    """
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    cancelled = torch.isfinite(lse) & torch.isfinite(m) & (4.0 * lse.abs() < m.abs())
+    if not bool(cancelled.any()):
+        return
+    from .._lse import logsumexp as core_logsumexp
+
+    rows = cancelled.nonzero().squeeze(-1)
+    exact = core_logsumexp(x[rows].detach().to(torch.float64).numpy(), axis=-1)
+    lse[rows] = torch.from_numpy(exact).to(lse.dtype)
 
 
 def logsumexp_last_backward(g: Tensor, x: Tensor, lse: Tensor) -> Tensor:

@@ -387,7 +387,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         elif opts.reduction == "sum":
             loss = rows.sum()
         else:
-            loss = rows.sum() / torch.where(den > 0, den, 1.0)  # 0/0: no counted row → 0
+            # Only a sum of exactly 0 (nothing counted, or cancelling weights) gives loss 0; any
+            # other sum divides, negative or NaN included, as torch does.
+            counted = den != 0
+            total = rows.sum()
+            loss = torch.where(counted, total / torch.where(counted, den, 1.0), torch.zeros_like(total))
         # The global max and sum, so that backward forms softmax = e^{z − M} / s: from the LSE,
         # e^{z − LSE} would carry LSE's own rounding (|LSE|·eps) into every probability. On +inf
         # rows s counts the +inf logits over all ranks, which share the probability.
@@ -423,13 +427,16 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         elif opts.reduction == "sum":
             g = g_loss.to(acc).expand(n)
         else:
-            g = (g_loss.to(acc) / torch.where(den > 0, den, 1.0).to(acc)).expand(n)
+            den = den.to(acc)
+            g = torch.where(den != 0, g_loss.to(acc) / torch.where(den != 0, den, 1.0), 0.0).expand(n)
         gv = torch.where(valid, g, 0.0)
         start = plan.vocab_start
         w_t = 1.0 if weight is None else weight.to(acc)[tc]
         n_classes, w_sum = ctx.n_classes.to(acc), ctx.w_sum.to(acc)
         # d rows / d z = a·softmax(z) − g (1−ε) w_t e_t − g (ε/V) w   (softmax over all V classes)
-        a = gv * ((1.0 - eps) * w_t + (eps / n_classes) * w_sum)
+        a = gv * ((1.0 - eps) * w_t)
+        if eps:  # without smoothing a weight no row targets (NaN included) must not reach a
+            a = a + gv * ((eps / n_classes) * w_sum)
         if opts.z_loss:
             a = a + (2.0 * opts.z_loss) * gv * torch.where(torch.isfinite(lse), lse, 0.0)
         if g_lse is not None:
@@ -596,7 +603,10 @@ def _check_gathered(
     """Checks that need every rank's data; each rank sees the same data, so all raise alike."""
     for j in range(_FIRST_SHARED, len(_META)):
         col = meta[:, j]
-        if not bool((col == col[0]).all()):
+        # NaN equals NaN here: a NaN class weight is the same on every rank (it reaches the loss
+        # only through a row that targets it, as in torch).
+        same = (col == col[0]) | (torch.isnan(col) & torch.isnan(col[0]))
+        if not bool(same.all()):
             raise ValueError(
                 f"{_META[j]} must be the same on every rank of the group, got {col.tolist()} "
                 f"(ranks 0..{plan.world - 1})"

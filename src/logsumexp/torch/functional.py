@@ -9,6 +9,7 @@ the chunked torch operators of this package (CPU, or CUDA without Triton).
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import torch
@@ -80,7 +81,10 @@ def cross_entropy(
 
     and with probabilities ``q``: ``Σ_c w_c q'_c (LSE(x) − x_c) + z·LSE²``, ``q' = (1−ε)q + ε/C``.
     ``"mean"`` divides the sum by ``Σ w_t`` over counted rows (torch's weighted mean; the number
-    of rows for probability targets), or by ``num_items`` when given.
+    of rows for probability targets), or by ``num_items`` when given. That sum divides whatever its
+    sign (negative or mixed-sign weights, as torch); only where it is exactly 0 (no counted row, or
+    weights that cancel) the loss is 0 with gradient 0. A NaN weight on a target class gives NaN;
+    a NaN weight on a class no row targets (without label smoothing) does not reach the result.
 
     torch's positional order is kept, legacy ``size_average``/``reduce`` included (mapped to
     ``reduction`` as torch does, with its deprecation warning).
@@ -100,7 +104,8 @@ def cross_entropy(
     overflow, and a confident prediction keeps its relative accuracy. The backward pass
     recomputes the softmax from the saved float32 row LSE, so no N × C temporary is kept.
 
-    Special values: a batch with no counted row gives loss 0 and gradient 0 (torch: NaN);
+    Special values: a batch with no counted row (or counted weights summing to exactly 0) gives
+    loss 0 and gradient 0 (torch: NaN or ±inf);
     a class of weight 0 or probability 0 adds 0 even where its logit is −inf; ``k`` logits at
     +inf share the probability; NaN stays in its row. The loss comes back in float32 for
     float16/bfloat16 input (torch: the input dtype), float64 for float64.
@@ -163,11 +168,15 @@ def _denominator(target: Tensor, weight: Tensor | None, opts: CrossEntropyOption
 
 
 def _safe_divide(total: Tensor, den: Tensor | float) -> Tensor:
-    """``total / den`` with 0/0 = 0: no counted row means loss 0 (and gradient 0, not NaN)."""
+    """``total / den``, except that a denominator of exactly 0 gives loss 0 (and gradient 0, not NaN).
+
+    Only an exact 0 is special (nothing counted, or counted weights that cancel): a negative or
+    mixed-sign weight sum divides as torch does, and a NaN sum gives NaN.
+    """
     if not isinstance(den, Tensor):
-        return total / den if den > 0 else total * 0.0
+        return total / den if den != 0 else total * 0.0
     den = den.to(total.dtype)
-    counted = den > 0
+    counted = den != 0  # NaN != 0: a NaN weight sum divides, and the loss is NaN as in torch
     # A select, not a division by a stand-in 1: with no counted weight the loss is the constant 0, so
     # nothing (the class weights included) gets a gradient from it.
     return torch.where(counted, total / torch.where(counted, den, 1.0), torch.zeros_like(total))
@@ -268,7 +277,7 @@ def linear_cross_entropy(
             scale = h.new_ones((), dtype=acc_dtype(h.dtype))
         elif opts.reduction == "mean":
             den = _as_tensor(_denominator(tgt, cw, opts), h)
-            scale = torch.where(den > 0, 1.0 / _safe_den(den), 0.0)  # no counted weight: loss 0, no gradient
+            scale = torch.where(den != 0, 1.0 / _safe_den(den), 0.0)  # sum exactly 0: loss 0, no gradient
         loss, lse = _ops.linear_cross_entropy(h, w, b, tgt, cw, scale, opts, chunk_size or 0,
                                               allow_retain_graph)
     if opts.reduction == "none":
@@ -278,8 +287,8 @@ def linear_cross_entropy(
 
 def _safe_den(den: Tensor | float) -> Tensor | float:
     if isinstance(den, Tensor):
-        return torch.where(den > 0, den, torch.ones_like(den))
-    return den if den > 0 else 1.0
+        return torch.where(den != 0, den, torch.ones_like(den))
+    return den if den != 0 else 1.0
 
 
 def _as_tensor(value: Tensor | float, like: Tensor) -> Tensor:
@@ -293,17 +302,47 @@ def _as_tensor(value: Tensor | float, like: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- LSE, softmax
 
 
-def _last_dim(name: str, x: object, dim: object) -> tuple[Tensor, int]:
+def _real_input(name: str, x: object, dtype: object = None) -> Tensor:
+    """The input as a floating tensor: ``dtype`` applied first (torch's rule), integers promoted."""
     t = _checks.tensor(name, x)
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+        t = t.to(dtype)
     if t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name} must have a real dtype, got {t.dtype}")
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())  # integers promote to the default float
+    return t
+
+
+def _last_dim(name: str, x: object, dim: object, dtype: object = None) -> tuple[Tensor, int]:
+    t = _real_input(name, x, dtype)
     return t, _checks.dim("dim", dim, t.ndim)
 
 
-def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
-    r"""``log Σ exp(x)`` along ``dim``, computed as ``m + log1p(Σ_{i≠argmax} exp(x_i − m))``.
+def _dims(dim: object, ndim: int) -> tuple[int, ...]:
+    """``dim`` as sorted, distinct, non-negative dimensions: an int, a tuple or list of ints, or
+    None (every dimension). An empty tuple also means every dimension, as in torch."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(_checks.dim("dim", d, ndim) for d in dim)
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"dim must not repeat a dimension, got {tuple(dim)}")
+        return tuple(sorted(dims)) if dims else tuple(range(ndim))
+    return (_checks.dim("dim", dim, ndim),)
+
+
+def logsumexp(
+    x: Tensor, dim: int | tuple[int, ...] | list[int] | None = None, keepdim: bool = False, *,
+    out: Tensor | None = None,
+) -> Tensor:
+    r"""``log Σ exp(x)`` over ``dim``, computed as ``m + log1p(Σ_{i≠argmax} exp(x_i − m))``.
+
+    torch's signature (``torch.logsumexp(input, dim, keepdim=False, *, out=None)``): ``dim`` is an
+    int, a tuple or list of ints, or None (every dimension; also the default here, where torch
+    requires it); ``out`` receives the result (it must have the result's shape, or no elements).
 
     ``m = max x`` keeps ``exp`` from overflowing; leaving the arg max out of the sum lets
     ``log1p`` keep the small terms (Blanchard, Higham & Higham 2021). Special values: an all −inf
@@ -320,22 +359,55 @@ def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
     tensor(inf)
     >>> logsumexp(x, dim=0)                      # 1000 + log 3
     tensor(1001.0986)
+    >>> logsumexp(torch.zeros(2, 3), (0, 1))     # log 6
+    tensor(1.7918)
     >>> y = torch.full((2,), -torch.inf, requires_grad=True)
     >>> out = logsumexp(y, 0); out.backward(); out.item(), y.grad
     (-inf, tensor([0., 0.]))
     """
-    t, d = _last_dim("x", x, dim)
-    src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
+    if not isinstance(keepdim, bool):
+        raise TypeError(f"keepdim must be a bool, got {type(keepdim).__name__}")
+    t = _real_input("x", x)
+    dims = _dims(dim, t.ndim)
+    result = _logsumexp_dims(t, dims, keepdim)
+    return result if out is None else _write_out(out, result)
+
+
+def _logsumexp_dims(t: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
+    """LSE over ``dims`` (sorted, distinct): those dimensions moved last and flattened into rows."""
+    if t.ndim == 0:
+        src = t.reshape(1, 1)
+    else:
+        kept = [d for d in range(t.ndim) if d not in dims]
+        moved = t.permute(*kept, *dims)
+        # math.prod, not -1: a reduced or kept dimension of size 0 makes -1 ambiguous.
+        src = moved.reshape(*moved.shape[: len(kept)], math.prod(t.shape[d] for d in dims))
     rows = _as_rows(src)
     triton_face = _rows_backend(rows)
     if triton_face is not None and rows.shape[-1] > 0:
-        out = triton_face.logsumexp_rows(rows.contiguous())
+        res = triton_face.logsumexp_rows(rows.contiguous())
     else:
-        out = _ops.logsumexp_last(rows)
-    out = out.to(t.dtype).reshape(src.shape[:-1])
+        res = _ops.logsumexp_last(rows)
+    res = res.to(t.dtype).reshape(src.shape[:-1])
     if t.ndim == 0:
-        return out.reshape(())
-    return out.unsqueeze(d) if keepdim else out
+        return res.reshape(())
+    if keepdim:
+        for d in dims:
+            res = res.unsqueeze(d)
+    return res
+
+
+def _write_out(out: object, result: Tensor) -> Tensor:
+    """torch's ``out=``: the result copied into ``out`` (resized only when it holds no elements)."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+    if out.dtype != result.dtype:
+        raise TypeError(f"out must have the result's dtype {result.dtype}, got {out.dtype}")
+    if out.shape != result.shape:
+        if out.numel():
+            raise ValueError(f"out must have the result's shape {tuple(result.shape)}, got {tuple(out.shape)}")
+        out.resize_(result.shape)
+    return out.copy_(result)
 
 
 def _as_rows(src: Tensor) -> Tensor:
@@ -343,8 +415,8 @@ def _as_rows(src: Tensor) -> Tensor:
     return src.flatten(0, -2) if src.ndim > 1 else src.unsqueeze(0)
 
 
-def _softmax(x: Tensor, dim: int, log: bool) -> Tensor:
-    t, d = _last_dim("x", x, dim)
+def _softmax(x: Tensor, dim: int, log: bool, dtype: torch.dtype | None = None) -> Tensor:
+    t, d = _last_dim("x", x, dim, dtype)
     src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
     rows = _as_rows(src)
     triton_face = _rows_backend(rows)
@@ -356,8 +428,11 @@ def _softmax(x: Tensor, dim: int, log: bool) -> Tensor:
     return out.reshape(()) if t.ndim == 0 else out.movedim(-1, d)
 
 
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
+def softmax(x: Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> Tensor:
     r"""``exp(x − m) / Σ exp(x − m)`` along ``dim`` (the division form, the more accurate one).
+
+    torch's signature (``torch.softmax(input, dim, dtype=None)``): ``dtype`` casts the input first
+    (the gradient flows back in the input's dtype); ``dim`` is one int, as in torch.
 
     Special values: an all −inf slice gives all 0 (gradient 0, never NaN); ``k`` entries at
     +inf get ``1/k`` each and the rest 0; NaN stays in its slice.
@@ -370,11 +445,14 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     tensor([[0., 0.],
             [1., 0.]])
     """
-    return _softmax(x, dim, log=False)
+    return _softmax(x, dim, log=False, dtype=dtype)
 
 
-def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
+def log_softmax(x: Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> Tensor:
     r"""``x − m − log1p(Σ_{i≠argmax} exp(x_i − m))`` along ``dim``.
+
+    torch's signature (``torch.log_softmax(input, dim, dtype=None)``): ``dtype`` casts the input
+    first; ``dim`` is one int, as in torch.
 
     The ``log1p`` form keeps the log-probability of a dominant entry accurate (−4.1e−9 for
     ``[20, 0, 0]`` in float32, where ``x − LSE(x)`` gives 0). Special values: an all −inf slice
@@ -388,4 +466,4 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     >>> log_softmax(torch.tensor([20.0, 0.0, 0.0]))[0]
     tensor(-4.1223e-09)
     """
-    return _softmax(x, dim, log=True)
+    return _softmax(x, dim, log=True, dtype=dtype)

@@ -374,10 +374,12 @@ def denominator(
     target: torch.Tensor, weight: torch.Tensor | None, opts: CrossEntropyOptions, rows: int, dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """The "mean" denominator as a 0-d device tensor, 1 where it would be 0 (computed without a host sync).
+    """The "mean" denominator as a 0-d device tensor (computed without a host sync).
 
     ``num_items`` when given; else the number of rows (probabilities), or ``Σ w_t`` over the counted rows (class
-    targets; the count of counted rows without weights).  "sum" and "none" give 1.
+    targets; the count of counted rows without weights), whatever its sign.  "sum" and "none" give 1.  A
+    denominator of exactly 0 (nothing counted, or cancelling weights) means loss 0 and gradient 0: see
+    :func:`mean_scale` and :func:`reduce_loss`.
     """
     if opts.num_items is not None:
         if isinstance(opts.num_items, torch.Tensor):  # a device count (e.g. all-reduced): no host sync
@@ -393,16 +395,31 @@ def denominator(
     else:
         idx = torch.where(counted, target, 0).clamp(0, weight.numel() - 1)
         d = torch.where(counted, weight[idx], 0.0).sum(dtype=dtype)
-    return torch.where(d == 0.0, torch.ones_like(d), d)  # no counted row: loss 0/1 = 0, never NaN
+    return d
+
+
+def _nonzero(denom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(denom != 0, denom with 0 read as 1)``: a select instead of 0/0, so no NaN enters either branch."""
+    ok = denom != 0.0  # NaN != 0: a NaN weight sum divides, and the loss is NaN as in torch
+    return ok, torch.where(ok, denom, torch.ones_like(denom))
+
+
+def mean_scale(denom: torch.Tensor) -> torch.Tensor:
+    """``1 / denom``, and 0 where the denominator is exactly 0 (nothing counted: gradient 0, never NaN)."""
+    ok, safe = _nonzero(denom)
+    return torch.where(ok, 1.0 / safe, torch.zeros_like(denom))
 
 
 def reduce_loss(loss_rows: torch.Tensor, denom: torch.Tensor, reduction: str) -> torch.Tensor:
-    """The per-row losses reduced as asked: as they are ("none"), summed, or summed over the denominator."""
+    """The per-row losses reduced as asked: as they are ("none"), summed, or summed over the denominator
+    (0 where it is exactly 0; any other sum divides, negative or NaN included, as in torch)."""
     if reduction == "none":
         return loss_rows
+    total = loss_rows.sum()
     if reduction == "sum":
-        return loss_rows.sum()
-    return loss_rows.sum() / denom
+        return total
+    ok, safe = _nonzero(denom)
+    return torch.where(ok, total / safe, torch.zeros_like(total))
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -433,7 +450,7 @@ class _CrossEntropy(torch.autograd.Function):
             if inplace and not torch.compiler.is_compiling():
                 # the logits are about to be overwritten: a node that saved them now fails loudly in backward
                 torch.autograd.graph.increment_version(x2)
-        scale = (1.0 / denom).reshape(1) if opts.reduction == "mean" else denom.reshape(1)
+        scale = mean_scale(denom).reshape(1) if opts.reduction == "mean" else denom.reshape(1)
         loss_rows, lse = launch_ce(x2, target, w, opts, dx, scale)
         return reduce_loss(loss_rows, denom, opts.reduction), lse, dx
 
@@ -523,9 +540,10 @@ def differentiable_grad(
         counted = target != opts.ignore_index
         t_safe = torch.where(counted, target, torch.zeros_like(target)).to(torch.int64)
         w_t = torch.ones(n, dtype=acc, device=z.device) if w is None else w[t_safe]
-        w_sum = float(c) if w is None else w.sum()
         hot = torch.zeros_like(z).scatter(1, t_safe.unsqueeze(-1), ((1.0 - eps) * w_t).unsqueeze(-1))
-        coef = (1.0 - eps) * w_t + (eps / c) * w_sum + 2.0 * zl * lse_finite
+        coef = (1.0 - eps) * w_t + 2.0 * zl * lse_finite
+        if eps:  # only with smoothing: a weight no row targets (NaN included) must not reach the gradient
+            coef = coef + (eps / c) * (float(c) if w is None else w.sum())
         g = coef.unsqueeze(-1) * p - hot
         if eps:
             g = g - (eps / c) * (torch.ones_like(z) if w is None else w)
@@ -535,7 +553,7 @@ def differentiable_grad(
     else:
         up = grad_loss.to(acc)
         if opts.reduction == "mean":
-            up = up / denom
+            up = up * mean_scale(denom)
         g = g * (up.unsqueeze(-1) if opts.reduction == "none" else up)
     if grad_lse is not None:
         g = g + grad_lse.to(acc).unsqueeze(-1) * p

@@ -40,7 +40,7 @@ import torch
 
 from .._options import CrossEntropyOptions
 from ._common import acc_dtype
-from ._cross_entropy import denominator, launch_ce, no_weight_gradient, reduce_loss, scale_rows_
+from ._cross_entropy import denominator, launch_ce, mean_scale, no_weight_gradient, reduce_loss, scale_rows_
 
 __all__ = ["linear_cross_entropy_rows"]
 
@@ -218,7 +218,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc, _ = acc_dtype(h2)
         cw = None if class_weight is None else class_weight.detach().to(acc).contiguous()
         denom = denominator(t2, cw, opts, h2.shape[0], acc, h2.device)
-        scale = (1.0 / denom).reshape(1) if opts.reduction == "mean" else denom.reshape(1)
+        scale = mean_scale(denom).reshape(1) if opts.reduction == "mean" else denom.reshape(1)
         grad_now = any(need) and opts.reduction != "none"
         flags = need if grad_now else (False, False, False)
         loss, lse, grads = _run(h2, weight, bias, t2, cw, opts, fp32_weight_grad, chunk, flags, scale)
