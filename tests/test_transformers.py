@@ -417,3 +417,23 @@ def test_the_logits_are_never_built():
     # The fused loss works on chunks of about 64 MiB of logits at a time (with their working
     # copies): 178 MiB measured here, where the float32 logits alone would take 1 GiB.
     assert growth < 0.3 * 2**30, f"peak memory grew by {growth / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_return_dict_false_keeps_the_tuple_positions(use_cache):
+    # Issue 20: the patched tuple was (loss, cache, ...), so `loss, logits = out[:2]` got the cache.
+    reference = tiny("llama")
+    model = patch(copy.deepcopy(reference))
+    ids, labels = batch()
+    kw = {"input_ids": ids, "labels": labels, "return_dict": False, "use_cache": use_cache,
+          "output_hidden_states": True}
+    ref, out = reference(**kw), model(**kw)
+    assert isinstance(out, tuple) and len(out) == len(ref)
+    loss, logits = out[:2]
+    assert logits is None and ref[1].shape == (*ids.shape, VOCAB)
+    torch.testing.assert_close(loss, ref[0], rtol=2e-6, atol=0.0)
+    for ours, theirs in zip(out[2:], ref[2:], strict=True):
+        assert type(ours) is type(theirs)
+    hidden, ref_hidden = out[-1], ref[-1]
+    assert len(hidden) == len(ref_hidden)
+    torch.testing.assert_close(hidden[-1], ref_hidden[-1], rtol=1e-5, atol=1e-6)

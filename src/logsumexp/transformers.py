@@ -277,8 +277,11 @@ def _forward(model: nn.Module, original: Callable[..., Any], args: tuple, kwargs
         loss = loss + model.router_aux_loss_coef * aux.to(loss.device)
     fields = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
     fields.update(loss=loss, logits=None)
-    output = type(output)(**fields)
-    return output.to_tuple() if want_tuple else output
+    if want_tuple:
+        # The unpatched model's tuple holds its non-None fields in order, the logits second; a
+        # None keeps that place, so that `loss, logits = out[:2]` does not pick up the cache.
+        return tuple(v for k, v in fields.items() if v is not None or k == "logits")
+    return type(output)(**fields)
 
 
 @functools.lru_cache(maxsize=None)
