@@ -13,6 +13,7 @@ from typing import Any
 from .._options import CrossEntropyOptions
 from .functional import cross_entropy, linear_cross_entropy, log_softmax, logsumexp, softmax
 from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
+from ._kl import kl_div_logits, linear_kl_div
 from ._log_probs import linear_log_probs, log_probs
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "CrossEntropyOptions",
     "LinearCrossEntropyLoss",
     "cross_entropy",
+    "kl_div_logits",
+    "linear_kl_div",
     "linear_log_probs",
     "log_probs",
     "linear_cross_entropy",
