@@ -11,6 +11,7 @@ respect its layer order (a module imports only from its own layer or the layers 
     _state                                      the (max, lead, tail) state
     _lse_dd, _softmax_dd                        the NumPy float64 LogSumExp, softmax in double-double terms
     _reduce                                     the one choice of backend
+    _jax                                        (beside _reduce) the JAX-native reductions
     _lse, _elementwise, _softmax, _cross_entropy
     _lse_state                                  LSEState, above the reduction it uses
     logsumexp (the package's __init__)          public names; registers the Dask backend
@@ -39,7 +40,7 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
         {"_cpu", "_cpu._kernels", "_cpu._numpy"},
         {"_state"},
         {"_lse_dd", "_softmax_dd"},
-        {"_reduce"},
+        {"_reduce", "_jax"},
         {"_lse", "_elementwise", "_softmax", "_cross_entropy", "_segment"},
         {"_lse_state"},
         {""},  # the package itself

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _jax
 from ._elementwise import softplus_wide
 from ._options import CrossEntropyOptions, target_out_of_range
 from ._reduce import lse_state, normalized
@@ -95,6 +96,8 @@ def cross_entropy(
     """
     p = _prepare(logits, target, axis, weight, ignore_index, reduction, label_smoothing, num_items)
     xp = p.xp
+    if _jax.is_jax_array(p.x):  # JAX: the native rows (_jax.py); targets checked and reduced here
+        return _jax_cross_entropy(xp, p)
     m, log_rest = _row_statistics(xp, p)
     with aa.quiet_fp():
         if p.index_target:
@@ -103,6 +106,16 @@ def cross_entropy(
             loss, denom = _probability_loss(xp, p, m, log_rest)
         loss = xp.where(xp.isnan(m), math.nan, loss)
         return _reduce(xp, p, loss, denom)
+
+
+def _jax_cross_entropy(xp: Any, p: _Prepared) -> Any:
+    """The loss of JAX logits: per-row terms from ``_jax`` (its log-softmax carries the gradient,
+    +inf rows included), the target check, the out-of-range NaN and the reduction as below."""
+    valid, safe_t, bad = _check_targets(xp, p) if p.index_target else (None, None, None)
+    loss, denom = _jax.cross_entropy_rows(p.x, p.target, p.index_target, p.weight, p.smoothing, valid, safe_t, p.wide)
+    if bad is not None:  # a NaN factor, not a select: that row's gradient is NaN too (see _index_loss)
+        loss = loss * aa.fill(xp, bad, math.nan, 1.0, loss)
+    return _reduce(xp, p, loss, denom)
 
 
 def _row_statistics(xp: Any, p: _Prepared) -> tuple[Array, Array]:
@@ -400,6 +413,8 @@ def cross_entropy_grad(
 
 def _softmax_last(xp: Any, p: _Prepared) -> Array:
     """softmax of the logits over the class axis (last), working dtype."""
+    if _jax.is_jax_array(p.x):  # JAX: the native path (_jax.py)
+        return _jax.softmax(p.x, (p.x.ndim - 1,), False, p.wide)
     return normalized(xp, p.x, (p.x.ndim - 1,), False, p.wide)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _array_api as aa
+from . import _jax
 from ._reduce import fast_numpy_lse, fast_numpy_lse_weighted, lse_state, lse_value, mask_zero_weights
 from ._state import divide_by_temperature, shifted, times_temperature, value
 
@@ -98,6 +99,8 @@ def logsumexp(
             return fast
     xp = aa.namespace(a, b, where)
     x, w, axes, out_dtype = _prepare_lse(xp, a, axis, b, where, dtype)
+    if w is None and not return_sign and axes and _jax.is_jax_array(x):  # JAX: the native path (_jax.py)
+        return _jax.logsumexp(x, axes, keepdims, out_dtype)
     res = lse_value(xp, x, axes, w, return_sign)
     if return_sign:
         out, sign = res

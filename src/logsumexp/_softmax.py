@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _array_api as aa
+from . import _jax
 from ._reduce import normalized
 from ._state import divide_by_temperature, shifted
 
@@ -92,6 +93,8 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
     axes = aa.normalize_axis(axis, arr.ndim)
     if t != 1.0 and 0 not in arr.shape:  # an empty input has nothing to scale
         arr = _scaled(xp, arr, axes, t)
+    if axes and _jax.is_jax_array(arr):  # JAX: the native path (_jax.py)
+        return _jax.softmax(arr, axes, log, out_dtype)
     return normalized(xp, arr, axes, log, out_dtype)
 
 
