@@ -101,10 +101,19 @@ def target_range(target: Tensor, n_classes: int, ignore_index: int) -> None:
         return
     if torch.compiler.is_compiling():
         return
+    target = _plain(target)
     bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         pos = tuple(int(i) for i in bad.nonzero()[0])
         raise target_out_of_range(int(target[pos]), pos, n_classes, ignore_index)
+
+
+def _plain(t: Tensor) -> Tensor:
+    """The data under ``torch.func`` wrappers (a batched tensor holds every sample): a value check
+    reads it there, where ``vmap`` would refuse the host read of ``bool(...)``."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def dim(name: str, value: object, ndim: int) -> int:

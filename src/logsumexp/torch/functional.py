@@ -15,7 +15,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import _checks, _ops
+from . import _checks, _func_impl, _ops
 from ._cpu_impl import acc_dtype
 from .._options import CrossEntropyOptions, Reduction
 
@@ -141,6 +141,10 @@ def cross_entropy(
     n_cls = rows.logits.shape[-1]
     w = _checks.class_weight("weight", weight, n_cls)
     _checks.target_range(target, n_cls, opts.ignore_index)  # positions in the caller's shape
+    if _func_impl.transforms_need_plain_ops():  # vmap / forward mode: see _func_impl
+        losses, lse = _func_impl.cross_entropy_rows(rows.logits, rows.target, w, opts)
+        loss = _reduce(losses, rows, w, opts)
+        return (loss, lse.reshape(rows.shape)) if opts.return_lse else loss
     triton_face = _rows_backend(rows.logits)
     if triton_face is not None:
         out = triton_face.cross_entropy_rows(
@@ -265,6 +269,12 @@ def linear_cross_entropy(
     cw = _checks.class_weight("class_weight", class_weight, v)
     _checks.target_range(target, v, opts.ignore_index)
     triton_face = _rows_backend(h)
+    if _func_impl.transforms_need_plain_ops():  # vmap / forward mode: the logits, built (see _func_impl)
+        logits = h @ w.T if b is None else torch.addmm(b, h, w.T)
+        rows = _checks.Rows(logits, tgt, tuple(shape))
+        rows_loss, lse = _func_impl.cross_entropy_rows(logits, tgt, cw, opts)
+        loss = _reduce(rows_loss, rows, cw, opts)
+        return (loss, lse.detach().reshape(shape)) if opts.return_lse else loss
     if triton_face is not None:
         out = triton_face.linear_cross_entropy_rows(
             h.contiguous(), w, tgt, b, cw, opts, fp32_weight_grad=fp32_weight_grad,
@@ -380,11 +390,14 @@ def _logsumexp_dims(t: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
     else:
         kept = [d for d in range(t.ndim) if d not in dims]
         moved = t.permute(*kept, *dims)
-        # math.prod, not -1: a reduced or kept dimension of size 0 makes -1 ambiguous.
-        src = moved.reshape(*moved.shape[: len(kept)], math.prod(t.shape[d] for d in dims))
+        # The product, not -1: a reduced or kept dimension of size 0 makes -1 ambiguous (a list,
+        # not a generator: torch.compile traces this).
+        src = moved.reshape(*moved.shape[: len(kept)], math.prod([t.shape[d] for d in dims]))
     rows = _as_rows(src)
     triton_face = _rows_backend(rows)
-    if triton_face is not None and rows.shape[-1] > 0:
+    if _func_impl.transforms_need_plain_ops():  # vmap / forward mode: see _func_impl
+        res = _func_impl.logsumexp_last(rows)
+    elif triton_face is not None and rows.shape[-1] > 0:
         res = triton_face.logsumexp_rows(rows.contiguous())
     else:
         res = _ops.logsumexp_last(rows)
@@ -420,7 +433,9 @@ def _softmax(x: Tensor, dim: int, log: bool, dtype: torch.dtype | None = None) -
     src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
     rows = _as_rows(src)
     triton_face = _rows_backend(rows)
-    if triton_face is not None and rows.numel() > 0:
+    if _func_impl.transforms_need_plain_ops():  # vmap / forward mode: see _func_impl
+        out = _func_impl.softmax_last(rows, log)
+    elif triton_face is not None and rows.numel() > 0:
         out = triton_face.softmax_rows(rows.contiguous(), log)
     else:
         out = _ops.softmax_last(rows, log)

@@ -7,11 +7,14 @@ assigning one after construction changes the next call. The options are checked 
 checked too; it is a handful of comparisons).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.jit.script reads the class annotations as objects.
 
+from typing import Optional, Union
+
+import torch
 from torch import Tensor, nn
 
-from . import _checks
+from . import _checks, _script
 from .._options import CrossEntropyOptions, Reduction
 from .functional import _reduction, cross_entropy, linear_cross_entropy
 
@@ -20,6 +23,8 @@ class _CrossEntropyBase(nn.Module):
     """Shared attributes, checks and ``repr`` of the two losses; ``_weight_name`` names the buffer."""
 
     _weight_name = "weight"
+    # Not compiled by torch.jit.script (a dataclass); the scripted forward reads the attributes.
+    __jit_unused_properties__ = ["options"]
 
     def __init__(
         self,
@@ -95,7 +100,8 @@ class CrossEntropyLoss(_CrossEntropyBase):
     torch.Size([2])
     """
 
-    weight: Tensor | None
+    # typing.Optional, not ``Tensor | None``: torch.jit.script reads the class annotations.
+    weight: Optional[Tensor]  # noqa: UP045
 
     def __init__(
         self,
@@ -114,8 +120,28 @@ class CrossEntropyLoss(_CrossEntropyBase):
                          label_smoothing, z_loss, softcap, return_lse)
 
     def forward(
-        self, input: Tensor, target: Tensor, num_items: float | Tensor | None = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
+        self, input: Tensor, target: Tensor, num_items: Union[float, Tensor, None] = None  # noqa: UP007
+    ) -> Union[Tensor, tuple[Tensor, Tensor]]:  # noqa: UP007  (typing forms: torch.jit.script reads them)
+        if torch.jit.is_scripting():
+            # TorchScript: the same operator through the dispatcher (see _script).
+            count: Optional[Tensor] = None  # noqa: UP045
+            if isinstance(num_items, float):
+                count = torch.tensor(num_items)
+            elif isinstance(num_items, Tensor):
+                count = num_items
+            loss, lse = _script.cross_entropy(
+                input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
+                self.z_loss, self.softcap, count,
+            )
+            if self.return_lse:
+                return loss, lse
+            return loss
+        return self._eager(input, target, num_items)
+
+    @torch.jit.unused
+    def _eager(
+        self, input: Tensor, target: Tensor, num_items: Union[float, Tensor, None]  # noqa: UP007
+    ) -> Union[Tensor, tuple[Tensor, Tensor]]:  # noqa: UP007
         return cross_entropy(input, target, self.weight, **self._keywords(num_items))
 
 
