@@ -233,13 +233,14 @@ def test_demo_command(capsys) -> None:
 def test_info(capsys) -> None:
     out = ok(capsys, "info")
     assert f"logsumexp         {lse.__version__}" in out and "NumPy" in out
-    for name in ("torch", "triton", "numba", "dask", "jax", "scipy", "CUDA", "compiled CPU"):
+    for name in ("torch", "triton", "dask", "jax", "scipy", "CUDA", "compiled CPU", lse.show_config(False)["target"]):
         assert name in out
     info = json.loads(ok(capsys, "info", "--json"))
     assert info["numpy"] == np.__version__
-    assert set(info["backends"]) == {"torch", "triton", "numba", "dask", "jax", "scipy"}
+    assert set(info["backends"]) == {"torch", "triton", "dask", "jax", "scipy"}
     assert isinstance(info["cuda"]["available"], bool)
     assert info["cpu_fast_path"]["enabled"] is True
+    assert info["cpu_fast_path"]["target"] in info["cpu_fast_path"]["supported_targets"]
 
 
 def test_bench_runs_main_of_benchmarks_cpu(capsys, tmp_path, monkeypatch) -> None:

@@ -297,7 +297,10 @@ def test_return_sign(keepdims: bool) -> None:
     assert isinstance(res, da.Array) and isinstance(sgn, da.Array)
     r_np, s_np = lse.logsumexp(a, axis=1, b=w, keepdims=keepdims, return_sign=True)
     r_da, s_da = dask.compute(res, sgn)
-    assert_ulp(r_da, r_np)
+    # row 2's signed weights cancel (|total| < |lead|/2): NumPy recomputes that slice exactly
+    # (0 ulp against mpmath), Dask finishes from the merged chunk states (6 ulp): the Dask limit
+    # stated in docs/ACCURACY.md
+    assert_ulp(r_da, r_np, ulp=8)
     np.testing.assert_array_equal(s_da, s_np)
     assert (s_np == -1).any() and (s_np == 1).any() and (s_np == 0).any()
 

@@ -61,7 +61,7 @@ __all__ = ["main"]
 
 PROG = "logsumexp"
 _FILE_OPTIONS = frozenset({"-f", "--file", "--b-file", "--target-file"})
-_BACKENDS = ("torch", "triton", "numba", "dask", "jax", "scipy")
+_BACKENDS = ("torch", "triton", "dask", "jax", "scipy")
 
 _EPILOG = """\
 examples:
@@ -554,20 +554,14 @@ def collect_info() -> dict[str, Any]:
         except Exception as err:  # a broken torch install must not break `info`
             cuda = {"available": False, "detail": f"torch failed to import: {type(err).__name__}: {err}"}
     info["cuda"] = cuda
-    numba_ok, numba_detail = False, "numba not installed"
-    if importlib.util.find_spec("numba") is not None:
-        try:
-            import numba
-
-            numba_ok, numba_detail = True, f"numba {numba.__version__}"
-        except Exception as err:
-            numba_detail = f"numba failed to import: {type(err).__name__}: {err}"
+    cpu = _cpu.info()
     info["cpu_fast_path"] = {
-        "enabled": _cpu.enabled(),
-        "numba_importable": numba_ok,
-        "active": _cpu.enabled() and numba_ok,
-        "threads": _cpu.num_threads(),
-        "detail": numba_detail,
+        "enabled": cpu["enabled"],
+        "active": cpu["enabled"] and cpu["compiled"],
+        "target": cpu["target"],
+        "supported_targets": list(cpu["supported_targets"]),
+        "threads": cpu["threads"],
+        "detail": cpu["detail"],
     }
     return info
 
@@ -590,7 +584,7 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     cuda, cpu = info["cuda"], info["cpu_fast_path"]
     lines += ["", "accelerators"]
     lines.append(f"  {'CUDA':<16}{'yes' if cuda['available'] else 'no'}: {cuda['detail']}")
-    state = "active" if cpu["active"] else ("disabled" if not cpu["enabled"] else "inactive (pure NumPy fallback)")
+    state = "active" if cpu["active"] else ("disabled" if not cpu["enabled"] else "not built (generic array core)")
     lines.append(f"  {'compiled CPU':<16}{state}: {cpu['detail']}, {cpu['threads']} thread{'s' * (cpu['threads'] != 1)}")
     _write("\n".join(lines))
     return 0

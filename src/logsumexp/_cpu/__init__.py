@@ -1,81 +1,32 @@
-"""Compiled CPU fast path for NumPy inputs.
+"""The compiled CPU layer: NumPy float16/32/64 reductions in C, one path per job.
 
-The array core calls these hooks after it has validated and promoted its arguments. Each hook
-either returns a result with exactly the core's semantics or ``None`` to decline (numba missing,
-unsupported dtype or layout, or the fast path is disabled), in which case the core computes the
-result itself. Every test of the numerical contract runs on both paths (see ``disabled``).
+The kernels (``src/*.h``, one C source compiled per instruction-set target by ``setup.py``) are
+loaded from the extension module of the best target this CPU supports: ``avx512``, ``avx2``
+(with FMA) or ``baseline`` (x86-64's SSE2, or arm64's NEON). ``LOGSUMEXP_CPU`` forces one.
+Every target gives the same bits: the kernels fix the number of virtual lanes (16) and the
+order of every sum, and are compiled without reassociation or contraction into FMA.
 
-Hooks
------
-``lse_state(x, axes, b)``
-    The per-slice state ``(m, lead, tail)`` with ``Σ b_i e^{x_i} = e^m (lead + tail)``, reading
-    the data once. Row kernel (innermost reduced axis contiguous, or any stride when no kept axis
-    is contiguous): blocks of 2048 elements; contiguous unweighted blocks after the first in one
-    pass (their max and their exp sum against the running max together, redone when the block
-    reaches that max), other blocks as a block max then a vectorised exp sum from L1 (strided
-    or weighted blocks are first gathered into a float64 L1 buffer). Whole contiguous
-    unweighted rows also read the next row's maximum in those loops, so that the next row is
-    folded against its true maximum from its first block. Column kernel
-    (reduced axes strided, a kept axis contiguous, e.g. ``axis=0`` of a C-ordered matrix):
-    tiles of 64 reduced rows × 1024 columns, vectorised across the columns, rescaled per column
-    like the online (max, sum) merge. Both keep the maximal terms out of the tail with a
-    select (Blanchard-Higham-Higham): unweighted, ``lead = 1`` (one maximal entry) and the other
-    maximal entries add exactly 1 each to the tail; weighted, ``lead`` is the sum of the weights
-    of all maximal entries (an exact split that needs no subtraction; the core only uses
-    ``lead + tail`` and ``tail / lead``). Slices with ±inf, NaN or an overflowing tail are
-    recomputed by an exact scalar loop with the special states of ``logsumexp._state``.
-    Declines: a broadcast (stride-0) reduced axis; weights on a large column reduction.
-``lse_value(x, axes)``
-    the unweighted LogSumExp itself, in x's dtype: one compiled call for a 1-D array (the
-    n = 1000 target), ``m + log1p(tail)`` from ``lse_state`` otherwise.
-``softmax(x, axis, log)``
-    softmax / log_softmax along ``axis`` (which must have unit stride, or -1: then the reversed
-    view is used; other strides decline). Rows up to 65536 long: max, exps kept in a float64
-    scratch row (L2) with their sum, then ``e_i / (1 + tail)`` (float32 output: times the
-    float64 reciprocal) or ``(x_i - m) - log1p(tail)`` written in x's dtype. Longer rows: the
-    state pass (split over threads when there are few rows), then a write pass.
-``cross_entropy_grad_rows(z, target, g, ignore_index, rows_out, lse_out)``
-    the torch face's fused linear cross-entropy chunk on float32 logits: per row the loss, the
-    LSE and (with ``g``) the gradient written in place of the logits, one read of the row.
+The array core calls the hooks below after it has validated and promoted its arguments. A hook
+returns a result with exactly the core's semantics, or ``None`` to decline (no extension built,
+another dtype, or the layer switched off by :func:`disabled`), and the core then computes the
+result itself with its generic Array API code.
 
-Accuracy. float64 data: the exp is summed as ``2^k`` plus ``2^k·y`` (``_kernels._exp_le0_split``;
-sums of powers of two are exact, and no ``1 + y`` is rounded per term), in chunks of 256 per
-vector lane set, blocks combined with a compensated sum whose low part is kept. ``lse_value``
-finishes in double-double (``_kernels.lse_finish``: log1p of the tail as a double-double, the
-maximum added exactly, one rounding): within 1 ulp on every family of benchmarks/accuracy.py
-(worst 0.53 ulp, 200 vectors per family). A value that cancels against its maximum is recomputed for its
-slice with every exp in double-double (``_kernels.lse_exact``): within 0.5 ulp at |LSE| ≈ 1e−9
-where the plain finish was 1e9 ulp off. log_softmax (float64) is rounded once per entry.
-float32 data: a cheaper float64 exp (relative error 7.4e-14, far below float32's 6e-8),
-accumulated in float64 and rounded once: ≤ 0.50 ulp on every family.
+Hooks: :func:`lse_state` (the (max, lead, tail) state of each slice), :func:`lse_value` (the
+unweighted LogSumExp, rounded once), :func:`lse_weighted` (weighted LogSumExp and sign),
+:func:`softmax_axes` (softmax / log_softmax), :func:`cross_entropy_grad_rows` (the torch face's
+fused cross-entropy chunk). The layout planning (which slices, which offsets, rows or columns,
+how many threads) is here; the arithmetic is in C.
 
-Tool choice (measured, noisy: 2 shared cores of an Emerald Rapids Xeon, AVX-512)
---------------------------------------------------------------------------------
-Numba, with an exp written in plain arithmetic (``_kernels._exp_le0``): LLVM vectorises it,
-where a libm ``math.exp`` loop runs at 8-9x one read. 1e7 float64, one thread, the exp sum
-alone: 12 ms with LLVM's default 256-bit vectors, 6 ms with 512-bit vectors
-(``_kernels._wide``); one read (``x.max()``) is 3.1 ms. The whole one-thread LSE measured
-~2.3x one read in float64 and ~4-5x in float32 (CPU time, loaded machine): the float64 exp is
-the bound, not memory, so two threads are needed to approach the targets. Cache-blocked NumPy on a thread pool was probed at 3.3x one
-read (an exp pass, a max pass and temporaries per block); the fused loop does one read and no
-temporaries. Threads: a small ``ThreadPoolExecutor`` calling ``nogil`` kernels on disjoint work
-items, rather than ``numba.prange``: no parallel-accelerator compile time (a CI cost), no
-threading-layer dependency, the same compiled kernel serves the serial and the parallel path,
-and long slices are split into items whose states are merged with the (max, sum) merge.
-Inputs under ``PARALLEL_MIN`` elements stay on the calling thread.
-
-Compilation is lazy (numba is imported on the first hook call, never at ``import logsumexp``)
-and cached on disk (``cache=True``).
-
-Without numba (it cannot be imported, or ``LOGSUMEXP_NO_NUMBA=1`` is set when this module is
-imported, or inside ``numpy_fallback()``) the hooks answer from ``_numpy``: blocked NumPy, one
-L2-sized buffer reused per block, never slower than NumPy's shifted formula. Weighted
-reductions then decline (None) and the array core computes them.
+Threads: the kernels release the GIL; inputs of at least ``PARALLEL_MIN`` elements are split
+over ``num_threads()`` threads of a small pool. A slice longer than the kernels' ``ITEM`` is
+always cut into the same items, merged in the same order, so the thread count does not change a
+bit either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import threading
@@ -84,30 +35,135 @@ from typing import Any
 
 import numpy as np
 
-from . import _numpy
+TARGETS = ("baseline", "avx2", "avx512")  # in order of preference, best last
+# the CPU features each target's build assumes (names of the kernels' cpu_features())
+_REQUIRES = {
+    "baseline": (),
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl"),
+}
 
-_enabled = True
-# LOGSUMEXP_NO_NUMBA=1 (read once, at import): the blocked NumPy fallback even where numba imports.
-_no_numba = os.environ.get("LOGSUMEXP_NO_NUMBA", "").strip() not in ("", "0")
-
-# Below this many elements one thread does everything. An estimate, NOT yet tuned on a quiet
-# machine (the shared 2-core box gave meaningless timings at load 8): a thread hand-off costs
-# tens of µs and the kernels take ~0.6-1 ns per element per core, so 2**18 elements (~200 µs
-# of work) is about where a second thread starts to pay. Tune with benchmarks/cpu.py.
+# Below this many elements one thread does everything: a hand-off to the pool costs tens of µs,
+# the kernels ~1-3 ns per element per core.
 PARALLEL_MIN = 1 << 18
-# Long slices are split into items of at least this many elements when there are fewer slices
-# than threads.
-SPLIT_MIN = 1 << 16
+# A strided reduction (or softmax along a strided axis) larger than this is first copied into
+# contiguous rows: one copy is cheaper than reading each element through its own cache line.
+_STRIDED_COPY_MIN = 1 << 16
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_enabled = True
+_lock = threading.Lock()
+_kernels: Any = None
+_target: str | None = None
+_load_error: str | None = None
+_threads: int | None = None
+
+
+class CPUTargetError(ValueError):
+    """``LOGSUMEXP_CPU`` names a target that does not exist, or that this CPU or build lacks."""
+
+
+def _import_target(name: str) -> Any:
+    return importlib.import_module(f"logsumexp._cpu._kernels_{name}")
+
+
+def _choose() -> tuple[Any, str | None, str | None]:
+    """(module, target, why-not) for this process: the forced target or the best supported."""
+    try:
+        base = _import_target("baseline")
+    except ImportError as err:
+        return None, None, f"the compiled kernels are not built ({err})"
+    features = set(base.cpu_features())
+    supported = [t for t in TARGETS if set(_REQUIRES[t]) <= features]
+    forced = os.environ.get("LOGSUMEXP_CPU", "").strip().lower()
+    if forced:
+        if forced not in TARGETS:
+            raise CPUTargetError(f"LOGSUMEXP_CPU={forced!r} is not a CPU target: expected one of {', '.join(TARGETS)}")
+        if forced not in supported:
+            missing = sorted(set(_REQUIRES[forced]) - features)
+            raise CPUTargetError(
+                f"LOGSUMEXP_CPU={forced!r}: this CPU lacks {', '.join(missing)}; "
+                f"targets it supports: {', '.join(supported)}"
+            )
+        try:
+            return _import_target(forced), forced, None
+        except ImportError as err:
+            raise CPUTargetError(f"LOGSUMEXP_CPU={forced!r}: this build has no {forced} kernels ({err})") from err
+    for name in reversed(supported):
+        try:
+            return _import_target(name), name, None
+        except ImportError:
+            continue
+    return base, "baseline", None
+
+
+def kernels() -> Any:
+    """The loaded kernel module (chosen on first use), or None where none is built."""
+    global _kernels, _target, _load_error
+    if _kernels is None and _load_error is None:
+        with _lock:
+            if _kernels is None and _load_error is None:
+                mod, name, why = _choose()
+                _kernels, _target, _load_error = mod, name, why
+    return _kernels
+
+
+def target() -> str | None:
+    """The instruction-set target in use ("baseline", "avx2", "avx512"), or None."""
+    kernels()
+    return _target
+
+
+def supported_targets() -> tuple[str, ...]:
+    """The targets this CPU can run and this build contains."""
+    try:
+        base = _import_target("baseline")
+    except ImportError:
+        return ()
+    features = set(base.cpu_features())
+    out = []
+    for t in TARGETS:
+        if set(_REQUIRES[t]) <= features:
+            try:
+                _import_target(t)
+            except ImportError:
+                continue
+            out.append(t)
+    return tuple(out)
+
+
+def info() -> dict[str, Any]:
+    """What the compiled layer uses: target, the CPU's features, threads, or why it is off."""
+    k = kernels()
+    return {
+        "compiled": k is not None,
+        "target": _target,
+        "supported_targets": supported_targets(),
+        "cpu_features": tuple(k.cpu_features()) if k is not None else (),
+        "threads": num_threads(),
+        "enabled": _enabled,
+        "detail": _load_error or f"C kernels, {_target} target",
+    }
 
 
 def enabled() -> bool:
-    """Whether the compiled fast path may be used."""
-    return _enabled
+    """Whether the compiled layer may be used (built, and not switched off)."""
+    return _enabled and kernels() is not None
+
+
+def available() -> bool:
+    """The same as :func:`enabled`."""
+    return enabled()
+
+
+def backend() -> str:
+    """Which implementation the hooks use: "compiled" or "off" (the generic core computes)."""
+    return "compiled" if enabled() else "off"
 
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Run the block with the fast path switched off (the core computes everything)."""
+    """Run the block with the compiled layer off: the generic array core computes everything."""
     global _enabled
     previous, _enabled = _enabled, False
     try:
@@ -117,62 +173,28 @@ def disabled() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# Lazy kernels and the thread pool
+# Threads
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def numpy_fallback() -> Iterator[None]:
-    """Run the block on the blocked NumPy fallback, as on a machine without numba."""
-    global _no_numba
-    previous, _no_numba = _no_numba, True
-    try:
-        yield
-    finally:
-        _no_numba = previous
-
-
-def backend() -> str:
-    """Which implementation the hooks use now: "numba", "numpy" (the fallback) or "off"."""
-    if not _enabled:
-        return "off"
-    return "numba" if _get_kernels() is not None else "numpy"
-
-
-_kmod: Any = None  # not "_kernels": that name is the submodule
-_kernels_failed = False
-_lock = threading.Lock()
+_thread_local = threading.local()
 _pool: Any = None
 _pool_pid = -1
 
 
-def _get_kernels() -> Any:
-    """The ``_kernels`` module, imported (and numba with it) on first use; None without numba."""
-    global _kmod, _kernels_failed
-    if _no_numba:
-        return None
-    if _kmod is None and not _kernels_failed:
-        with _lock:
-            if _kmod is None and not _kernels_failed:
-                try:
-                    from . import _kernels as k
-                except ImportError:
-                    _kernels_failed = True
-                    return None
-                _kmod = k
-    return _kmod
-
-
-def available() -> bool:
-    """Whether the compiled kernels can be used (numba importable and the path enabled)."""
-    return _enabled and _get_kernels() is not None
-
-
-_thread_local = threading.local()
+def set_num_threads(n: int | None) -> None:
+    """Threads for large inputs (None: ``LOGSUMEXP_NUM_THREADS`` or the CPUs this process may use)."""
+    global _threads
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"set_num_threads: n must be an int or None, got {type(n).__name__}")
+        if n < 1:
+            raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+    _threads = n
 
 
 @contextlib.contextmanager
 def serial() -> Iterator[None]:
-    """Run the kernels of this thread on this thread only (no pool): for callers that are already
-    parallel, such as Dask's worker threads, where a second level of threads oversubscribes the cores."""
+    """Run this thread's kernels on this thread only: for callers that are already parallel
+    (Dask's worker threads), where a second level of threads oversubscribes the cores."""
     previous = getattr(_thread_local, "serial", False)
     _thread_local.serial = True
     try:
@@ -182,11 +204,13 @@ def serial() -> Iterator[None]:
 
 
 def num_threads() -> int:
-    """Threads used for large inputs: 1 inside ``serial()``, else ``LOGSUMEXP_NUM_THREADS`` or the
-    CPUs this process may use."""
+    """Threads used for large inputs: 1 inside ``serial()``; else ``set_num_threads``,
+    ``LOGSUMEXP_NUM_THREADS`` or the CPUs this process may use."""
     if getattr(_thread_local, "serial", False):
         return 1
-    env = os.environ.get("LOGSUMEXP_NUM_THREADS")
+    if _threads is not None:
+        return _threads
+    env = os.environ.get("LOGSUMEXP_NUM_THREADS", "").strip()
     if env:
         try:
             return max(1, int(env))
@@ -198,20 +222,21 @@ def num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run(fn: Any, n_items: int, nthreads: int, *args: Any) -> None:
-    """Call ``fn(*args, lo, hi)`` over [0, n_items) split into ``nthreads`` contiguous ranges."""
+def _run(fn: Any, n_items: int, work: int, *args: Any) -> None:
+    """Call ``fn(*args, lo, hi)`` over [0, n_items), split over the threads when ``work``
+    (elements) is large enough to pay for them."""
     global _pool, _pool_pid
-    if nthreads <= 1 or n_items <= 1:
+    nthreads = min(num_threads(), n_items) if work >= PARALLEL_MIN else 1
+    if nthreads <= 1:
         fn(*args, 0, n_items)
         return
-    nthreads = min(nthreads, n_items)
-    # A pool inherited through fork() has no threads in the child: make a new one there.
-    if _pool is None or _pool_pid != os.getpid():
+    # a pool inherited through fork() has no threads in the child: make a new one there
+    if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < nthreads:
         with _lock:
-            if _pool is None or _pool_pid != os.getpid():
+            if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < nthreads:
                 from concurrent.futures import ThreadPoolExecutor
 
-                _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="logsumexp")
+                _pool = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="logsumexp")
                 _pool_pid = os.getpid()
     bounds = [n_items * i // nthreads for i in range(nthreads + 1)]
     futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, nthreads)]
@@ -223,60 +248,138 @@ def _run(fn: Any, n_items: int, nthreads: int, *args: Any) -> None:
 # --------------------------------------------------------------------------------------------
 # Layout planning
 # --------------------------------------------------------------------------------------------
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# A weighted reduction whose innermost reduced stride is not 1 while a kept axis has a smaller
-# stride would read the data once per slice with a stride (the column kernel is unweighted); the
-# core's vectorised NumPy is better there, so the hook declines above this size.
-_STRIDED_MAX_BYTES = 1 << 20
+class _Rows:
+    """Slices of ``x`` as rows: slice j starts at element offset ``koff[j]`` (from element 0,
+    negative allowed) and has ``L`` elements ``s`` apart."""
+
+    __slots__ = ("x", "koff", "L", "s", "shape")
+
+    def __init__(self, x: np.ndarray, koff: np.ndarray, L: int, s: int, shape: tuple[int, ...]) -> None:
+        self.x, self.koff, self.L, self.s, self.shape = x, koff, L, s, shape
 
 
-def _flat(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int], list[bool]]:
-    """x with negative-stride axes flipped, its memory as a 1-D contiguous array starting at its
-    lowest address, its element strides, and which axes were flipped."""
-    flipped = [s < 0 for s in x.strides]
-    if any(flipped):
-        x = x[tuple(slice(None, None, -1) if f else slice(None) for f in flipped)]
-    st = [s // x.itemsize for s in x.strides]
-    span = 1 + sum((n - 1) * s for n, s in zip(x.shape, st))
-    flat = np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(x.itemsize,), writeable=False)
-    return x, flat, st, flipped
+def _elem_strides(x: np.ndarray) -> list[int] | None:
+    if any(st % x.itemsize for st in x.strides):
+        return None
+    return [st // x.itemsize for st in x.strides]
 
 
-def _offsets(dims: list[tuple[int, int, bool]]) -> np.ndarray:
-    """Element offsets of all index tuples over dims = [(size, stride, reversed)], C order."""
+def _offsets(dims: list[tuple[int, int]]) -> np.ndarray:
+    """Element offsets of every index tuple over dims = [(size, stride)], C order."""
     off = np.zeros(1, dtype=np.int64)
-    for n, s, rev in dims:
-        idx = np.arange(n, dtype=np.int64)
-        if rev:
-            idx = idx[::-1]
-        off = (off[:, None] + idx * s).ravel()
+    for n, s in dims:
+        off = (off[:, None] + np.arange(n, dtype=np.int64) * s).reshape(-1)
     return off
 
 
-def _collapse(dims: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge (size, stride) dims, sorted by decreasing stride, that are contiguous in memory."""
+def _merge_reduced(dims: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Reduced (size, stride) dims in axis order, neighbours merged where memory allows."""
     out: list[tuple[int, int]] = []
-    for n, s in sorted(dims, key=lambda d: -d[1]):
+    for n, s in dims:
         if n == 1:
             continue
         if out and out[-1][1] == n * s:
             out[-1] = (out[-1][0] * n, s)
         else:
             out.append((n, s))
-    return out
+    return out or [(1, 1)]
 
 
-def _split(n_slices: int, n_red: int, nthreads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Work items (slice, start, stop): one per slice, or each slice cut in parts when there
-    are fewer slices than threads."""
-    parts = 1
-    if n_slices < nthreads:
-        parts = max(1, min(-(-nthreads // n_slices), n_red // SPLIT_MIN))
-    j = np.repeat(np.arange(n_slices, dtype=np.int64), parts)
-    cuts = np.arange(parts + 1, dtype=np.int64) * n_red // parts
-    a = np.tile(cuts[:-1], n_slices)
-    b = np.tile(cuts[1:], n_slices)
-    return j, a, b
+def _as_rows(x: np.ndarray, axes: tuple[int, ...]) -> _Rows:
+    """The slices of ``x`` over ``axes`` as rows, copying only when the reduced axes do not
+    collapse into one, or a large reduction would be read through a stride."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    shape = tuple(x.shape[d] for d in kept)
+    st = _elem_strides(x)
+    red = None if st is None else _merge_reduced([(x.shape[d], st[d]) for d in axes])
+    if red is None or len(red) > 1 or (red[0][1] != 1 and x.size >= _STRIDED_COPY_MIN):
+        x = np.ascontiguousarray(np.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim))))
+        L = math.prod(x.shape[len(kept):])
+        return _Rows(x, np.arange(math.prod(shape), dtype=np.int64) * L, L, 1, shape)
+    L, s = red[0]
+    return _Rows(x, _offsets([(x.shape[d], st[d]) for d in kept]), L, s, shape)
+
+
+def _column_plan(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, int, int, int] | None:
+    """(goff, C, L, s) when the reduction is a column reduction: the reduced axes collapse into
+    one strided (L, s) and the last kept axis is contiguous (C columns); goff are the offsets of
+    the other kept axes. None otherwise."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    st = _elem_strides(x)
+    if not kept or st is None:
+        return None
+    red = _merge_reduced([(x.shape[d], st[d]) for d in axes])
+    c = kept[-1]
+    if len(red) != 1 or st[c] != 1 or x.shape[c] < 16 or red[0][1] in (0, 1):
+        return None
+    return _offsets([(x.shape[d], st[d]) for d in kept[:-1]]), x.shape[c], red[0][0], red[0][1]
+
+
+def _widen16(x: np.ndarray) -> np.ndarray | None:
+    """float16 as float32 (exact); float32/float64 as they are; None for other dtypes."""
+    if x.dtype in _FLOATS:
+        return x
+    if x.dtype == np.float16:
+        return x.astype(np.float32)
+    return None
+
+
+def _ready(x: Any) -> np.ndarray | None:
+    """x if the compiled layer takes it (widened from float16), else None."""
+    if not _enabled or type(x) is not np.ndarray or kernels() is None:
+        return None
+    return _widen16(x)
+
+
+def _item_split(n_rows: int, L: int, item: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, start, stop) of every item: rows cut at multiples of ``item`` elements."""
+    per = max(1, -(-L // item))
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), per)
+    starts = np.tile(np.arange(per, dtype=np.int64) * item, n_rows)
+    stops = np.minimum(starts + item, L)
+    return rows, starts, stops
+
+
+def _states(rows: _Rows, w: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """(m, lead, tail, tlo) of every row (float64, flat)."""
+    k = _kernels
+    n = rows.koff.size
+    ir, ia, ib = _item_split(n, rows.L, k.ITEM)
+    out = tuple(np.empty(ir.size) for _ in range(4))
+    wsz = 0 if w is None else w.itemsize
+    _run(k.lse_items, ir.size, n * rows.L, rows.x, rows.x.itemsize, rows.koff, rows.s, ir, ia, ib, w, wsz, *out)
+    if ir.size == n:
+        return out
+    merged = tuple(np.empty(n) for _ in range(4))
+    k.merge_items(ir, *out, *merged, ir.size, n)
+    return merged
+
+
+def _column_states(x: np.ndarray, plan: tuple[np.ndarray, int, int, int]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """(m, lead, tail, tlo) of every column slice and the slices' start offsets (for the exact
+    recompute), in C order of the kept axes."""
+    k = _kernels
+    goff, C, L, s = plan
+    starts = np.arange(0, C, k.COL_BLOCK, dtype=np.int64)
+    ig = np.repeat(np.arange(goff.size, dtype=np.int64), starts.size)
+    c0 = np.tile(starts, goff.size)
+    c1 = np.minimum(c0 + k.COL_BLOCK, C)
+    ooff = np.arange(goff.size, dtype=np.int64) * C
+    out = tuple(np.empty(goff.size * C) for _ in range(4))
+    _run(k.col_items, ig.size, goff.size * C * L, x, x.itemsize, goff, s, L, ig, c0, c1, ooff, *out)
+    koff = (goff[:, None] + np.arange(C, dtype=np.int64)).reshape(-1)
+    return out, koff
+
+
+def _plan_states(x: np.ndarray, axes: tuple[int, ...]) -> tuple[tuple[np.ndarray, ...], _Rows]:
+    """States of every slice, and the rows (data, offsets, length, stride) they came from."""
+    shape = tuple(n for d, n in enumerate(x.shape) if d not in axes)
+    plan = _column_plan(x, axes)
+    if plan is not None:
+        st, koff = _column_states(x, plan)
+        return st, _Rows(x, koff, plan[2], plan[3], shape)
+    rows = _as_rows(x, axes)
+    return _states(rows), rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,312 +388,155 @@ def _split(n_slices: int, n_red: int, nthreads: int) -> tuple[np.ndarray, np.nda
 def lse_state(
     x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None (see
-    ``_state_dd``, whose tail's low part it drops)."""
-    st = _state_dd(x, axes, b)
-    return None if st is None else st[:3]
-
-
-def _state_dd(
-    x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The (max, lead, tail) state of each slice of ``x`` reduced over ``axes``, or None.
-
-    ``x`` is a float32/float64 ndarray (any strides); ``axes`` are distinct non-negative ints,
-    sorted; ``b`` is None or a float ndarray of x's shape. The state arrays are float64 with the
-    shape of x without ``axes``; ``Σ b_i e^{x_i} = e^m (lead + tail)`` (see the module docstring
-    and ``logsumexp._state``). Without numba the blocked NumPy fallback answers (unweighted
-    only). Declines (None) when disabled, for other dtypes, for weights without numba,
-    and for large reductions along a strided axis while a kept axis is contiguous.
-    A fourth array holds the tail's rounding error (tail + tail_lo is a double-double).
-    """
-    if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
-        return None
-    k = _get_kernels()
-    if k is None:
-        st = _numpy.lse_state(x, axes, b)
-        return None if st is None else (*st, np.zeros_like(st[2]))
-    # Small contiguous 1-D arrays (the n = 1000 case): no planning, one compiled call. Larger
-    # ones take the general path, which splits them over the threads.
-    if b is None and axes == (0,) and x.ndim == 1 and x.flags.c_contiguous and 0 < x.size < PARALLEL_MIN:
-        # A read-only view, like every other array handed to the kernels: one compiled type.
-        v = x.view()
-        v.flags.writeable = False
-        m, lead, tail = k.lse_1d(v)
-        return np.array(m), np.array(lead), np.array(tail), np.array(0.0)
-    ndim = x.ndim
-    if any(s % x.itemsize for s in x.strides):
-        return None
-    axes_set = set(axes)
-    out_shape = tuple(n for d, n in enumerate(x.shape) if d not in axes_set)
-    n_red = 1
-    for d in axes_set:
-        n_red *= x.shape[d]
-    n_out = 1
-    for n in out_shape:
-        n_out *= n
-    if n_red == 0 or n_out == 0:
-        return (
-            np.full(out_shape, -np.inf),
-            np.zeros(out_shape),
-            np.zeros(out_shape),
-            np.zeros(out_shape),
-        )
-    has_b = b is not None
-    if b is not None:
-        if type(b) is not np.ndarray or b.shape != x.shape:
-            return None
-        if b.dtype not in _FLOATS:
-            b = b.astype(np.float64)
-        if [s // b.itemsize for s in b.strides] != [s // x.itemsize for s in x.strides] or any(
-            s % b.itemsize for s in b.strides
-        ):
-            if not x.flags.c_contiguous:
-                return None
-            b = np.ascontiguousarray(b)
-    x2, flat, st, flipped = _flat(x)
-    if b is not None:
-        _, bflat, _, _ = _flat(b)
-    else:
-        bflat = flat[:1]
-    red = _collapse([(x2.shape[d], st[d]) for d in axes_set])
-    if any(st_ == 0 for _, st_ in red):
-        return None  # a broadcast (stride-0) reduced axis: rare; the core handles it
-    if not red:
-        red = [(1, 1)]
-    L, s = red[-1]
-    kept = [d for d in range(ndim) if d not in axes_set]
-    if s != 1:
-        unit = [d for d in kept if x2.shape[d] > 1 and st[d] == 1]
-        if unit and not has_b:
-            return _column_state(k, x2, flat, st, flipped, kept, unit[0], red, out_shape)
-        if x.nbytes > _STRIDED_MAX_BYTES and any(x2.shape[d] > 1 and st[d] < s for d in kept):
-            return None
-    roff = _offsets([(n, st_, False) for n, st_ in red[:-1]])
-    koff = _offsets([(x2.shape[d], st[d], flipped[d]) for d in kept])
-    total = n_out * n_red
-    nthreads = num_threads() if total >= PARALLEL_MIN else 1
-    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
-    j, a, e = _split(n_out, n_red, nthreads)
-    if j.size == n_out:
-        _run(k.lse_items, n_out, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, om, olead, otail, otlo)
-    else:
-        im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
-        _run(k.lse_items, j.size, nthreads, flat, bflat, has_b, koff, L, s, roff, j, a, e, im, ilead, itail, itlo)
-        k.merge_items(j, im, ilead, itail, itlo, om, olead, otail, otlo)
-    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
-
-
-# Columns per item of the column kernel: 1024 (4-8 KiB rows, long enough that the per-row
-# call overhead vanishes; 64-row tiles of them stay in L2 — see _kernels.COL_ROWS).
-_COL_BLOCK = 1024
-
-
-def _column_state(
-    k: Any, x2: np.ndarray, flat: np.ndarray, st: list[int], flipped: list[bool], kept: list[int],
-    dc: int, red: list[tuple[int, int]], out_shape: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """lse_state when the reduced axes are strided and kept axis ``dc`` is contiguous (e.g.
-    axis=0 of a C-ordered matrix): the column kernel, vectorised across ``dc``."""
-    L, s = red[-1]
-    roff = _offsets([(n, st_, False) for n, st_ in red[:-1]])
-    n_red = roff.size * L
-    # Output element strides (C order over the kept axes).
-    ostr: dict[int, int] = {}
-    acc = 1
-    for d in reversed(kept):
-        ostr[d] = acc
-        acc *= x2.shape[d]
-    outer = [d for d in kept if d != dc]
-    koff = _offsets([(x2.shape[d], st[d], flipped[d]) for d in outer])
-    ooff = _offsets([(x2.shape[d], ostr[d], False) for d in outer])
-    C = x2.shape[dc]
-    ocs = ostr[dc]
-    if flipped[dc]:  # column c of the flipped view is output index C − 1 − c
-        ooff = ooff + (C - 1) * ocs
-        ocs = -ocs
-    cb = _COL_BLOCK
-    starts = np.arange(0, C, cb, dtype=np.int64)
-    g = np.repeat(np.arange(koff.size, dtype=np.int64), starts.size)
-    c0 = np.tile(starts, koff.size)
-    c1 = np.minimum(c0 + cb, C)
-    n_out = koff.size * C
-    om, olead, otail, otlo = (np.empty(n_out) for _ in range(4))
-    nthreads = num_threads() if n_out * n_red >= PARALLEL_MIN else 1
-    _run(k.col_items, g.size, nthreads, flat, koff, ooff, ocs, L, s, roff, g, c0, c1, om, olead, otail, otlo)
-    return tuple(a_.reshape(out_shape) for a_ in (om, olead, otail, otlo))  # type: ignore[return-value]
-
-
-def lse_1d_small(x: np.ndarray) -> np.floating | None:
-    """LogSumExp of a small contiguous 1-D float32/float64 ndarray (fewer than ``PARALLEL_MIN``
-    elements) in one compiled call, or None: the n = 1000 call with nothing else in front of
-    the kernel (each Python-level check costs ~0.1-0.8 µs on a 2.0 GHz Xeon; the kernel ~4 µs).
-    The same value as ``lse_value(x, (0,))``."""
-    k = _kmod if (_enabled and not _no_numba) else None
-    if k is None or x.dtype.char not in "fd" or not 0 < x.size < PARALLEL_MIN or not x.flags.c_contiguous:
-        return None
-    # x itself, not a read-only view as elsewhere: Numba dispatches a writeable array ~0.7 µs
-    # faster, and making the view costs ~0.9 µs more; the price is a second compiled signature.
-    return x.dtype.type(k.lse_1d_value(x))
-
-
-def lse_1d_weighted(x: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float] | None:
-    """``(m, lead, total, value)`` of the weighted LogSumExp of a small contiguous 1-D float32 or
-    float64 ndarray with contiguous weights of the same dtype and length, in one compiled call
-    (``_kernels.lse_1d_weighted``; value in float64), or None. The caller checks the value for
-    cancellation (the exact recompute lives in the array core)."""
-    k = _kmod if (_enabled and not _no_numba) else None
-    if (
-        k is None or x.dtype.char not in "fd" or b.dtype != x.dtype or b.shape != x.shape
-        or not 0 < x.size < PARALLEL_MIN or not (x.flags.c_contiguous and b.flags.c_contiguous)
-    ):
-        return None
-    return k.lse_1d_weighted(x, b)  # type: ignore[no-any-return]
-
-
-def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | np.floating | None:
-    """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype (float64 accumulation), or None.
-
-    The whole of ``logsumexp(x, axis)`` for a plain NumPy float array with no ``b``, ``where``,
-    ``dtype`` or ``return_sign``: ``m + log1p(tail)`` per slice (the lead is 1), with log1p in
-    double-double and m added exactly, so that the value is rounded once (``_kernels.lse_finish``),
-    ``m`` itself for the special states (−inf, +inf, NaN). A value that cancels against its
-    maximum (|value| < |m|/2, m < 0: log-normalisers of nearly normalised distributions) is
-    recomputed for that slice alone with every exp in double-double (``_kernels.lse_exact``,
-    ~0.3 µs per element), so that it keeps its relative accuracy however close to 0 it is. A full reduction of a
-    contiguous 1-D array is one compiled call (n = 1000 in ~2 µs); the result is then a NumPy
-    scalar, otherwise an array of x's shape without ``axes``. The array core calls this first so
-    that small calls skip its argument handling.
-    """
-    if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
-        return None
-    k = _get_kernels()
-    if k is None:
-        return _numpy.lse_value(x, axes)
-    if axes == (0,) and x.ndim == 1:
-        small = lse_1d_small(x)
-        if small is not None:
-            return small
-    st = _state_dd(x, axes, None)
+    """The (max, lead, tail) state of each slice of ``x`` over ``axes`` (float64, the shape of x
+    without ``axes``; ``Σ b_i e^{x_i} = e^m (lead + tail)``), or None. ``axes`` are distinct,
+    sorted, non-negative; ``b`` None or weights of x's shape."""
+    st = _state4(x, axes, b)
     if st is None:
         return None
-    m, _, tail, tlo = st
-    m1 = np.ascontiguousarray(m).reshape(-1)
-    val = np.empty(m1.size)
-    redo = k.finish_values(m1, np.ascontiguousarray(tail).reshape(-1), np.ascontiguousarray(tlo).reshape(-1), val)
-    if redo.size:
-        # slices whose value cancels against their maximum: every exp in double-double
-        kept = [d for d in range(x.ndim) if d not in axes]
-        rows = np.moveaxis(x, list(axes), list(range(x.ndim - len(axes), x.ndim)))
-        rows = rows.reshape(m1.size, -1) if kept else rows.reshape(1, -1)
-        for j in redo:
-            val[j] = k.lse_exact(np.ascontiguousarray(rows[j]))
-    out = val.reshape(m.shape).astype(x.dtype, copy=False)
+    m, lead, tail, tlo = st
+    return m, lead, tail + tlo
+
+
+def _state4(x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+    xr = _ready(x)
+    if xr is None or (b is not None and (type(b) is not np.ndarray or b.shape != x.shape)):
+        return None
+    shape = tuple(n for d, n in enumerate(x.shape) if d not in axes)
+    if not axes:
+        return None
+    if b is None:
+        st, _ = _plan_states(xr, axes)
+    else:
+        rows, w = _weighted_rows(xr, b, axes)
+        st = _states(rows, w)
+    return tuple(a.reshape(shape) for a in st)
+
+
+def _weighted_rows(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> tuple[_Rows, np.ndarray]:
+    """x and its weights as contiguous rows of one layout (so one offset serves both)."""
+    last = tuple(range(x.ndim - len(axes), x.ndim))
+    xc = np.ascontiguousarray(np.moveaxis(x, axes, last))
+    w = b if b.dtype in _FLOATS else b.astype(np.float64)
+    wc = np.ascontiguousarray(np.moveaxis(w, axes, last))
+    L = math.prod(xc.shape[x.ndim - len(axes):])
+    n = xc.size // L if L else math.prod(xc.shape[: x.ndim - len(axes)])
+    shape = xc.shape[: x.ndim - len(axes)]
+    return _Rows(xc, np.arange(n, dtype=np.int64) * L, L, 1, shape), wc
+
+
+def lse_1d_small(x: np.ndarray) -> Any:
+    """LogSumExp of a contiguous 1-D float32/float64 ndarray below ``PARALLEL_MIN`` elements in
+    one compiled call (n = 1000: nothing else in front of the kernel), or None."""
+    k = _kernels if _enabled else None
+    if k is None or x.dtype.char not in "fd" or not 0 < x.size < PARALLEL_MIN or not x.flags.c_contiguous:
+        return None
+    return x.dtype.type(k.lse_1d(x, x.itemsize, x.size))
+
+
+def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> Any:
+    """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype, each value rounded once from
+    the double-double finish (slices that cancel against their maximum recomputed exactly), or
+    None. A NumPy scalar for a full reduction, else an array of x's shape without ``axes``."""
+    xr = _ready(x)
+    if xr is None or not axes:
+        return None
+    if xr.ndim == 1 and xr.flags.c_contiguous and xr.size < PARALLEL_MIN:
+        if xr.size == 0:
+            return x.dtype.type(-math.inf)
+        return x.dtype.type(_kernels.lse_1d(xr, xr.itemsize, xr.size))
+    (m, _, tail, tlo), rows = _plan_states(xr, axes)
+    val = np.empty(m.size)
+    _kernels.finish_rows(rows.x, rows.x.itemsize, rows.koff, rows.s, rows.L, m, tail, tlo, val, m.size)
+    out = val.reshape(rows.shape).astype(x.dtype, copy=False)
     return out[()] if out.ndim == 0 else out
 
 
-def softmax_axes(x: np.ndarray, axes: tuple[int, ...], log: bool) -> np.ndarray | None:
-    """softmax (or log_softmax) of ``x`` over any non-empty tuple of ``axes``, or None.
+def lse_weighted(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(value, sign) of the weighted LogSumExp per slice (float64, x's shape without ``axes``),
+    or None: ``m + log|Σ b_i e^{x_i − m}|`` from the weighted state, slices that cancel (the
+    value against m, or signed weights against each other) recomputed exactly. ``b`` has x's
+    shape; entries of weight 0 take no part."""
+    xr = _ready(x)
+    if xr is None or not axes or type(b) is not np.ndarray or b.shape != x.shape:
+        return None
+    rows, w = _weighted_rows(xr, b, axes)
+    k = _kernels
+    n = rows.koff.size
+    if rows.L == 0:
+        return np.full(rows.shape, -math.inf), np.zeros(rows.shape)
+    if n == 1 and rows.L < PARALLEL_MIN:
+        v, s = k.lse_1d_weighted(rows.x, rows.x.itemsize, w, w.itemsize, rows.L)
+        return np.full(rows.shape, v), np.full(rows.shape, s)
+    m, lead, tail, tlo = _states(rows, w)
+    val, sign = np.empty(n), np.empty(n)
+    k.finish_weighted_rows(rows.x, rows.x.itemsize, w, w.itemsize, rows.koff, 1, rows.L, m, lead, tail, tlo, val, sign, n)
+    return val.reshape(rows.shape), sign.reshape(rows.shape)
 
-    One axis of unit stride: ``softmax``. Otherwise (a strided axis, several axes) the reduced
-    axes are moved last and copied into contiguous rows for the row kernel, and the result is
-    returned as a view in x's axis order: one copy of the input, against the array core's
-    several temporaries, and the row kernel's accuracy (float64: log_softmax within 0.51 ulp,
-    softmax within 1 ulp per normal entry; the core rounds x_i − max, up to ~32 ulp on
-    softmax(N(0,1)·10, axis=0)).
-    """
-    if len(axes) == 1:
-        out = softmax(x, axes[0], log)
-        if out is not None:
-            return out
-    if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS or x.ndim == 0:
+
+def softmax_axes(x: np.ndarray, axes: tuple[int, ...], log: bool) -> np.ndarray | None:
+    """softmax (or log_softmax) of ``x`` over a non-empty tuple of ``axes``, in x's dtype, or
+    None. Each entry ``e^{x_i − m} / (1 + tail)`` or ``(x_i − m) − log1p(tail)`` from the row's
+    state (float64: rounded about once). One unit-stride (or small) axis is computed in place of
+    the output's rows; otherwise the reduced axes are moved last in one contiguous copy."""
+    xr = _ready(x)
+    if xr is None or not axes:
         return None
-    if _get_kernels() is None:
-        return None
-    if x.size == 0:
+    if xr.size == 0:
         return np.empty_like(x)
-    perm = [d for d in range(x.ndim) if d not in axes] + list(axes)
-    xt = np.ascontiguousarray(np.transpose(x, perm))
-    n_red = math.prod(x.shape[d] for d in axes)
-    out = softmax(xt.reshape(-1, n_red), 1, log)
-    if out is None:
-        return None
-    return np.transpose(out.reshape(xt.shape), np.argsort(perm))
+    st = _elem_strides(xr)
+    one = len(axes) == 1 and st is not None and (st[axes[0]] == 1 or xr.size < _STRIDED_COPY_MIN)
+    if one:
+        out = _softmax_rows(xr, axes[0], log)
+    else:
+        last = tuple(range(xr.ndim - len(axes), xr.ndim))
+        moved = np.ascontiguousarray(np.moveaxis(xr, axes, last))
+        flat = _softmax_rows(moved.reshape(-1, math.prod(xr.shape[d] for d in axes)), 1, log)
+        out = np.moveaxis(flat.reshape(moved.shape), last, axes)
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
 def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
-    """softmax (or log_softmax when ``log``) of float32/float64 ``x`` along ``axis``, or None.
+    """softmax (or log_softmax) along one ``axis``: see :func:`softmax_axes`."""
+    if type(x) is not np.ndarray or x.ndim == 0:
+        return None
+    return softmax_axes(x, (axis % x.ndim,), log)
 
-    ``softmax_i = e^{x_i - m} / (1 + tail)`` and ``log_softmax_i = (x_i - m) - log1p(tail)``
-    with the row state of ``lse_state`` (accumulated in float64), returned in x's dtype, with the
-    special values of the numerical contract: an all −inf row gives 0 / −inf, k entries +inf give 1/k
-    there and 0 elsewhere (−log k / −inf), a NaN makes its row NaN. Declines (None) when
-    disabled, for other dtypes, or (compiled path) when ``axis`` is not the unit-stride axis;
-    without numba the blocked NumPy fallback answers.
-    """
-    if not _enabled or type(x) is not np.ndarray or x.dtype not in _FLOATS:
-        return None
-    ndim = x.ndim
-    if ndim == 0:
-        return None
-    k = _get_kernels()
-    if k is None:
-        return _numpy.softmax(x, axis % ndim, log)
-    axis = axis % ndim
-    L = x.shape[axis]
-    if x.size == 0:
-        return np.empty_like(x)
-    if L > 1 and x.strides[axis] == -x.itemsize:
-        # A reversed axis: softmax of the forward view, returned as a reversed view.
-        rev = tuple(slice(None, None, -1) if d == axis else slice(None) for d in range(ndim))
-        out = softmax(x[rev], axis, log)
-        return None if out is None else out[rev]
-    if L > 1 and x.strides[axis] != x.itemsize:
-        return None
-    if any(s % x.itemsize for s in x.strides):
-        return None
-    if x.flags.c_contiguous or x.flags.f_contiguous:
-        out = np.empty_like(x)
-    else:
-        out = np.empty(x.shape, dtype=x.dtype)
-    x2, flat, st, flipped = _flat(x)
-    ost = [s_ // out.itemsize for s_ in out.strides]
-    oflat = np.lib.stride_tricks.as_strided(out, shape=(1 + sum((n - 1) * s_ for n, s_ in zip(out.shape, ost)),), strides=(out.itemsize,))
-    kept = [d for d in range(ndim) if d != axis]
-    xkoff = _offsets([(x2.shape[d], st[d], flipped[d]) for d in kept])
-    okoff = _offsets([(out.shape[d], ost[d], False) for d in kept])
-    xs, os_ = st[axis], ost[axis]
-    n_rows = xkoff.size
-    total = n_rows * L
-    nthreads = num_threads() if total >= PARALLEL_MIN else 1
-    if n_rows >= nthreads:
-        _run(k.softmax_rows, n_rows, nthreads, flat, xkoff, L, xs, oflat, okoff, os_, log)
+
+def _softmax_rows(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
+    k = _kernels
+    out = np.empty_like(x) if (x.flags.c_contiguous or x.flags.f_contiguous) else np.empty(x.shape, x.dtype)
+    xs, os_ = _elem_strides(x), _elem_strides(out)
+    kept = [d for d in range(x.ndim) if d != axis]
+    xk = _offsets([(x.shape[d], xs[d]) for d in kept])  # type: ignore[index]
+    ok = _offsets([(x.shape[d], os_[d]) for d in kept])  # type: ignore[index]
+    L, n = x.shape[axis], xk.size
+    work = n * L
+    if n >= min(num_threads(), 2) or L <= k.ITEM or work < PARALLEL_MIN:
+        _run(k.softmax_rows, n, work, x, x.itemsize, xk, xs[axis], L, out, ok, os_[axis], int(log))  # type: ignore[index]
         return out
-    # Few long rows: states of row parts on all threads, merged, then the write on all threads.
-    j, a, e = _split(n_rows, L, nthreads)
-    im, ilead, itail, itlo = (np.empty(j.size) for _ in range(4))
-    roff = np.zeros(1, dtype=np.int64)
-    _run(k.lse_items, j.size, nthreads, flat, flat[:1], False, xkoff, L, xs, roff, j, a, e, im, ilead, itail, itlo)
-    sm, slead, stail, stlo = (np.empty(n_rows) for _ in range(4))
-    k.merge_items(j, im, ilead, itail, itlo, sm, slead, stail, stlo)
-    _run(k.softmax_write_items, j.size, nthreads, flat, xkoff, xs, oflat, okoff, os_, j, a, e, sm, slead, stail, log)
+    # few long rows: the rows' states over all threads (items merged), then the write
+    rows = _Rows(x, xk, L, xs[axis], (n,))  # type: ignore[index]
+    m, lead, tail, tlo = _states(rows)
+    ir, ia, ib = _item_split(n, L, k.ITEM)
+    _run(k.softmax_write_items, ir.size, work, x, x.itemsize, xk, xs[axis], out, ok, os_[axis], ir, ia, ib,  # type: ignore[index]
+         m, lead, tail, tlo, int(log))
     return out
 
 
 def cross_entropy_grad_rows(
     z: np.ndarray, target: np.ndarray, g: np.ndarray | None, ignore_index: int, rows_out: np.ndarray, lse_out: np.ndarray
 ) -> np.ndarray | None:
-    """Cross-entropy rows of float32 logits ``z`` (C-contiguous [n, C], written in place) against
-    int64 class ``target``, and (``g`` given) the gradient of ``Σ g_j·loss_j`` in place of z;
+    """Cross-entropy rows of float32 logits ``z`` (C-contiguous [n, C], written in place with the
+    gradient of ``Σ g_j·loss_j`` when ``g`` is given) against int64 class ``target``;
     ``rows_out`` and ``lse_out`` (float32, [n]) receive the losses and the LSEs. Returns a bool
-    mask of the rows done (False: a non-finite maximum, the row untouched, for the caller's exact
-    path), or None when the compiled kernels are not there or the inputs do not fit (the caller
-    then computes everything itself). The torch face's fused linear cross-entropy chunk; see
-    ``_kernels.ce_grad_rows`` for the formulas. Targets must be valid (the caller checked them).
+    mask of the rows done (False: a non-finite maximum, the row untouched, for the caller's
+    exact path), or None when the kernels are not there or the inputs do not fit.
+
+        loss_j = log1p(tail) + (m − z_t)   (0 where target == ignore_index),   lse_j = m + log1p(tail)
+        z_i ← g_j · e^{z_i − m} / (1 + tail),   then z_t ← z_t − g_j
     """
-    if not _enabled or _no_numba:
-        return None
-    k = _get_kernels()
+    k = kernels() if _enabled else None
     if k is None or z.dtype != np.float32 or z.ndim != 2 or not z.flags.c_contiguous or not z.flags.writeable:
         return None
     n, C = z.shape
@@ -599,10 +545,20 @@ def cross_entropy_grad_rows(
     valid = target[target != ignore_index]
     if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= C):
         return None  # out of range: the caller's checks speak, never an unchecked index here
-    gg = np.empty(0, dtype=np.float32) if g is None else np.ascontiguousarray(g, dtype=np.float32)
-    if gg.size not in (0, n):
+    gg = None if g is None else np.ascontiguousarray(g, dtype=np.float32)
+    if gg is not None and gg.size != n:
         return None
     ok = np.empty(n, dtype=np.bool_)
-    nthreads = num_threads() if n * C >= PARALLEL_MIN else 1
-    _run(k.ce_grad_rows, n, nthreads, z.reshape(-1), C, target, gg, ignore_index, rows_out, lse_out, ok)
+    _run(k.ce_rows, n, n * C, z, C, target, gg, ignore_index, rows_out, lse_out, ok)
     return ok
+
+
+def elementary(which: str, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' elementary functions on float64 ``d``, as (hi, lo), for the accuracy tests:
+    "exp" (the split exp of the float64 fold), "exp_lo" (the float32 data's exp), "log1p_dd",
+    "exp_dd", "log1p_dd_exact"."""
+    code = {"exp": 0, "exp_lo": 1, "log1p_dd": 2, "exp_dd": 3, "log1p_dd_exact": 4}[which]
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    hi, lo = np.empty_like(d), np.empty_like(d)
+    kernels().elementary(code, d, hi, lo, d.size)
+    return hi, lo

@@ -1,0 +1,136 @@
+/* softmax and log_softmax of one slice from its state, and the cross-entropy rows of the torch
+ * face's fused linear cross-entropy (float32 logits, gradient written in place).
+ *
+ *     softmax_i = e^{x_i - m} / (lead + tail),   log_softmax_i = (x_i - m) - log1p(tail)
+ *
+ * The division form (not a multiplication by e^{-LSE}) is the more accurate one. float64:
+ * each entry rounded about once (x_i - m kept exact by TwoSum and its rounding put back; the
+ * exp as 2^k + 2^k y; the quotient by the double-double sum corrected by its exact remainder).
+ * float32: float64 arithmetic rounded once to float32.
+ * Special rows: all -inf gives 0 / -inf; k entries +inf give 1/k there and 0 elsewhere
+ * (-log k / -inf); a NaN makes its row NaN.
+ */
+#ifndef LSE_SOFTMAX_H
+#define LSE_SOFTMAX_H
+
+#include "finish.h"
+
+/* o[i] = e^{p[i] - m} * r (float32 quality), i < n; o may be p */
+static inline void exp_scaled(const double *p, double *o, int64_t n, double m, double r) {
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        vd e = vexp_lo(vload(p + i, LANES, 0.0) - m) * r;
+        memcpy(o + i, &e, sizeof e);
+    }
+    if (i < n) {
+        vd e = vexp_lo(vload(p + i, n - i, -LSE_INF) - m) * r;
+        for (int64_t l = 0; i + l < n; l++) o[i + l] = e[l];
+    }
+}
+
+static inline void vstore(double *o, vd v, int64_t n) {
+    if (n >= LANES) memcpy(o, &v, sizeof v);
+    else for (int64_t l = 0; l < n; l++) o[l] = v[l];
+}
+
+static inline void put(char *obase, int osz, int64_t i, double v) {
+    if (osz == 8) ((double *)obase)[i] = v;
+    else ((float *)obase)[i] = (float)v;
+}
+
+static void write_special(const char *base, int isz, int64_t s, char *obase, int64_t os, int64_t a, int64_t b,
+                          lse_state st, int log) {
+    double fill = st.m != st.m ? LSE_NAN : log ? -LSE_INF : 0.0;
+    double at_inf = fill;
+    if (st.m == LSE_INF) {
+        double k = st.lead + st.tail; /* the count of +inf entries */
+        at_inf = log ? -log_dd(k).hi : 1.0 / k;
+    }
+    for (int64_t i = a; i < b; i++) {
+        double v = elem(base, isz, i * s);
+        put(obase, isz, i * os, v == LSE_INF ? at_inf : fill);
+    }
+}
+
+/* entries [a, b) of a slice with state st into the output slice (same dtype as the input) */
+static void write_normalized(const char *base, int isz, int64_t s, char *obase, int64_t os, int64_t a, int64_t b,
+                             lse_state st, int log, double *buf) {
+    if (!lse_isfinite(st.m)) { write_special(base, isz, s, obase, os, a, b, st, log); return; }
+    double m = st.m;
+    dd c = log1p_dd((dd){st.tail, st.tlo});                   /* log_softmax */
+    dd den = two_sum(st.lead, st.tail);                       /* softmax: lead + tail */
+    den = fast_two_sum(den.hi, den.lo + st.tlo);
+    dd dsp = split(den.hi);
+    double rcp = 1.0 / (st.lead + st.tail);
+    for (int64_t i0 = a; i0 < b; i0 += BLOCK) {
+        int64_t n = b - i0 < BLOCK ? b - i0 : BLOCK;
+        const double *p = load_block(base, isz, s, i0, n, buf);
+        double *o = buf; /* results in buf, then stored (p may be buf: entry i read before written) */
+        if (log && isz == 8) {
+            for (int64_t i = 0; i < n; i += LANES) {
+                vd v = vload(p + i, n - i, 0.0);
+                vd dh = v - m, bb = dh - v;
+                vd dl = (v - (dh - bb)) + (-m - bb); /* TwoSum(v, -m) */
+                dl = vsel(veq(dl, dl), dl, vsplat(0.0)); /* v = -inf: the entry is -inf */
+                vd r = dh - c.hi, b2 = r - dh;
+                vd e = (dh - (r - b2)) + (-c.hi - b2); /* TwoSum(dh, -c) */
+                vstore(o + i, vsel(veq(r, vsplat(-LSE_INF)), r, r + (e + (dl - c.lo))), n - i);
+            }
+        } else if (log) {
+            for (int64_t i = 0; i < n; i++) o[i] = (p[i] - m) - c.hi;
+        } else if (isz == 8) {
+            for (int64_t i = 0; i < n; i += LANES) {
+                vd v = vload(p + i, n - i, 0.0);
+                vd dh = v - m, bb = dh - v;
+                vd dl = (v - (dh - bb)) + (-m - bb);
+                dl = vsel(veq(dl, dl), dl, vsplat(0.0));
+                vd hi, lo;
+                vexp_split54(dh, &hi, &lo);
+                hi *= 0x1p-54;
+                lo *= 0x1p-54;
+                /* e^{dh + dl} = (hi + lo)(1 + dl): eh and the roundings in el */
+                vd eh = hi + lo;
+                vd el = (lo - (eh - hi)) + eh * dl;
+                /* the quotient by den = d0 + d1, corrected by its exact remainder (Dekker) */
+                vd q = eh / den.hi;
+                vd qt = 134217729.0 * q, qh = qt - (qt - q), ql = q - qh;
+                vd pq = q * den.hi;
+                vd perr = ((qh * dsp.hi - pq) + qh * dsp.lo + ql * dsp.hi) + ql * dsp.lo;
+                vd r = (eh - pq) - perr;
+                vstore(o + i, q + ((r + el) - q * den.lo) / den.hi, n - i);
+            }
+        } else {
+            exp_scaled(p, o, n, m, rcp);
+        }
+        for (int64_t i = 0; i < n; i++) put(obase, isz, (i0 + i) * os, o[i]);
+    }
+}
+
+/* Cross-entropy of a float32 logit row z (contiguous, length L) against class t, and with
+ * g != 0 the gradient of g * loss written in place of the row:
+ *     loss = log1p(tail) + (m - z_t),  lse = m + log1p(tail),
+ *     z_i <- g e^{z_i - m} / (1 + tail),  then z_t <- z_t - g.
+ * Returns 0 (row untouched) when the row's maximum is not finite. */
+static int ce_row(float *z, int64_t L, int64_t t, int valid, double g, int grad, float *loss, float *lse,
+                  double *buf) {
+    lse_state st = slice_state((const char *)z, 4, 1, L, NULL, 0, buf, NULL);
+    if (!lse_isfinite(st.m) || !lse_isfinite(st.tail)) return 0;
+    double m = st.m;
+    double lp = log1p_dd((dd){st.tail, st.tlo}).hi;
+    double zt = valid ? (double)z[t] : m;
+    *lse = (float)(m + lp);
+    *loss = valid ? (float)((zt == m ? 0.0 : m - zt) + lp) : 0.0f;
+    if (grad) {
+        double r = (valid ? g : 0.0) / (1.0 + st.tail);
+        for (int64_t i0 = 0; i0 < L; i0 += BLOCK) {
+            int64_t n = L - i0 < BLOCK ? L - i0 : BLOCK;
+            const double *p = load_block((const char *)z, 4, 1, i0, n, buf);
+            exp_scaled(p, buf, n, m, r);
+            for (int64_t i = 0; i < n; i++) z[i0 + i] = (float)buf[i];
+        }
+        if (valid) z[t] = (float)((double)z[t] - g);
+    }
+    return 1;
+}
+
+#endif
