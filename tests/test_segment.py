@@ -326,3 +326,108 @@ def test_core_torch_autograd_gradcheck_and_special_groups():
     lse.segment_logsumexp(xs, torch.tensor(SPECIAL_IDS), 6)[[0, 2, 4, 5]].sum().backward()
     np.testing.assert_array_equal(xs.grad.numpy()[[0, 3, 8, 2, 6, 7]], [0, 0, 0, 0.5, 0.5, 0])
     assert not torch.isnan(xs.grad[[0, 1, 2, 3, 5, 6, 7, 8]]).any()  # NaN only on the NaN group's entries
+
+
+# ------------------------------------------------------------------------------------------------
+# The torch face: PyTorch Geometric's call shape
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tface():
+    torch = pytest.importorskip("torch", reason="the torch face needs the package 'torch'")
+    from logsumexp import torch as lt
+
+    return torch, lt
+
+
+def test_torch_face_matches_the_array_core(tface):
+    torch, lt = tface
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(3, 50, 2)) * 10
+    ids = rng.integers(0, 8, 50)
+    src, index = torch.tensor(x), torch.tensor(ids)
+    core = {"softmax": lse.segment_softmax, "log_softmax": lse.segment_log_softmax}
+    for name, fn in (("softmax", lt.segment_softmax), ("log_softmax", lt.segment_log_softmax)):
+        want = np.moveaxis(core[name](np.moveaxis(x, 1, 0), ids, 8), 0, 1)
+        np.testing.assert_allclose(fn(src, index, num_nodes=8, dim=1).numpy(), want, rtol=1e-14, atol=1e-300)
+    want = np.moveaxis(lse.segment_logsumexp(np.moveaxis(x, 1, 0), ids, 9), 0, 1)
+    got = lt.segment_logsumexp(src, index, num_nodes=9, dim=-2)
+    assert got.shape == (3, 9, 2)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-15)
+    order = np.argsort(ids, kind="stable")
+    ptr = torch.tensor(np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=8))]))
+    np.testing.assert_allclose(
+        lt.segment_softmax(src[:, order], ptr=ptr, dim=1).numpy(), lt.segment_softmax(src, index, dim=1)[:, order].numpy(), rtol=1e-15
+    )
+
+
+def test_torch_face_float32_is_accumulated_in_float64(tface):
+    torch, lt = tface
+    x = np.concatenate([[0.0], np.full(999, -20.0)]).astype(np.float32)
+    out = lt.segment_logsumexp(torch.tensor(x), torch.zeros(1000, dtype=torch.long))
+    assert out.dtype == torch.float32
+    assert ulp_error(float(out[0]), mp_lse(x), "float32") <= 0.5  # 999 e^-20 ~ 2.06e-6, correctly rounded
+
+
+def test_torch_face_special_groups_and_gradients(tface):
+    torch, lt = tface
+    x = torch.tensor(SPECIAL_X, requires_grad=True)
+    idx = torch.tensor(SPECIAL_IDS)
+    sm = lt.segment_softmax(x, idx, num_nodes=6)
+    np.testing.assert_array_equal(sm.detach().numpy()[[0, 3, 8, 2, 6, 7]], [0, 0, 0, 0.5, 0.5, 0])
+    assert torch.isnan(sm[[4, 9]]).all() and not torch.isnan(sm[[0, 1, 2, 3, 5, 6, 7, 8]]).any()
+    out = lt.segment_logsumexp(x, idx, num_nodes=6)
+    assert out[0] == -math.inf and out[1] == -math.inf and out[2] == math.inf and torch.isnan(out[3])
+    out[[0, 1, 2, 4, 5]].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[[0, 3, 8, 2, 6, 7]], [0, 0, 0, 0.5, 0.5, 0])
+    assert not torch.isnan(x.grad[[0, 1, 2, 3, 5, 6, 7, 8]]).any()
+    x.grad = None
+    (lt.segment_softmax(x, idx, num_nodes=6) * torch.arange(10.0)).nansum().backward()
+    assert not torch.isnan(x.grad[[0, 3, 8]]).any() and (x.grad[[0, 3, 8]] == 0).all()
+
+
+def test_torch_face_gradcheck(tface):
+    torch, lt = tface
+    rng = np.random.default_rng(11)
+    x = torch.tensor(rng.normal(size=(14, 3)), requires_grad=True)
+    idx = torch.tensor(rng.permutation(np.arange(14) % 5))
+    for fn in (lt.segment_softmax, lt.segment_log_softmax, lt.segment_logsumexp):
+        assert torch.autograd.gradcheck(lambda v: fn(v, idx, num_nodes=5), (x,))
+        assert torch.autograd.gradgradcheck(lambda v: fn(v, idx, num_nodes=5), (x,))
+
+
+# torch 2.13's dynamo instantiates the autograd.Function it traces and warns about its own doing
+@pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be instantiated:DeprecationWarning")
+def test_torch_face_compiles_fullgraph(tface):
+    torch, lt = tface
+    rng = np.random.default_rng(12)
+    x = torch.tensor(rng.normal(size=(30, 4)), requires_grad=True)
+    idx = torch.tensor(rng.integers(0, 6, 30))
+
+    def f(v, i):
+        return (lt.segment_softmax(v, i, num_nodes=7) * v).sum() + lt.segment_logsumexp(v, i, num_nodes=7)[:6].sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got = compiled(x, idx)
+    (gx,) = torch.autograd.grad(got, x)
+    want = f(x, idx)
+    (wx,) = torch.autograd.grad(want, x)
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+    torch.testing.assert_close(gx, wx, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"index": None}, ValueError, "exactly one of index and ptr"),
+        ({"index": [0, 9, 1]}, IndexError, r"index\[1\] = 9 is out of range for num_nodes=3"),
+        ({"index": [0, 1]}, ValueError, "index must be a 1-d integer tensor"),
+        ({"ptr": [0, 1, 3], "num_nodes": 3}, ValueError, "disagrees with ptr"),
+        ({"index": [0, 1, 1], "dim": 2}, ValueError, "dim=2 is out of range"),
+    ],
+)
+def test_torch_face_bad_arguments(tface, kwargs, err, match):
+    torch, lt = tface
+    kw = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kw.setdefault("num_nodes", 3)
+    with pytest.raises(err, match=match):
+        lt.segment_softmax(torch.zeros(3), **kw)

@@ -13,6 +13,7 @@ from typing import Any
 from .._options import CrossEntropyOptions
 from .functional import cross_entropy, linear_cross_entropy, log_softmax, logsumexp, softmax
 from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
+from .segment import segment_log_softmax, segment_logsumexp, segment_softmax
 from ._kl import kl_div_logits, linear_kl_div
 from ._log_probs import linear_log_probs, log_probs
 
@@ -28,6 +29,9 @@ __all__ = [
     "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_softmax",
     "softmax",
     "vocab_parallel_cross_entropy",
     "vocab_parallel_log_probs",

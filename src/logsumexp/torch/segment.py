@@ -1,0 +1,212 @@
+r"""Grouped softmax, log-softmax and LogSumExp for PyTorch, in PyTorch Geometric's call shape.
+
+``segment_softmax(src, index=None, ptr=None, num_nodes=None, dim=0)`` is a drop-in for
+``torch_geometric.utils.softmax``: the entries of ``src`` along ``dim`` are grouped by ``index``
+(the target node of each edge, any order) or by CSR offsets ``ptr``, and each group sums to 1.
+
+Per group, with ``m`` its maximum and the maximum's own terms kept out of the tail:
+
+    total = lead + tail,  lead = #{i : x_i = m},  tail = Σ_{x_i < m} e^{x_i − m},
+    softmax_i = e^{x_i − m} / total,   LSE = m + log1p(tail)  (one maximum),  m + log(total)  (ties).
+
+Unlike PyG's ``softmax`` (which adds 1e-16 to the denominator and detaches the maximum) nothing is
+added: an all −inf or isolated group gives 0 (LSE −inf) and a zero gradient, never NaN; ``k`` +inf
+entries share 1/k; a NaN stays in its group; a dominant entry keeps its relative accuracy.
+float32 is accumulated in float64 on a CPU (float16/bfloat16 in float32 at least).
+
+The backward pass is written by hand (``autograd.Function``): ``∂LSE = p``, softmax
+``p·(g − Σ_group g·p)``, log-softmax ``g − p·Σ_group g``; it is built from torch operations and the
+softmax Function itself, so second derivatives work. The forward uses ``scatter_reduce(amax)`` and
+``index_add`` only, so ``torch.compile(fullgraph=True)`` traces it (give ``num_nodes`` or ``ptr``:
+``index.max()`` is data-dependent).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["segment_log_softmax", "segment_logsumexp", "segment_softmax"]
+
+
+def segment_softmax(
+    src: Tensor, index: Tensor | None = None, ptr: Tensor | None = None, num_nodes: int | None = None, dim: int = 0
+) -> Tensor:
+    """Softmax of each group of ``src`` along ``dim`` (PyG's ``utils.softmax`` arguments).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from logsumexp.torch import segment_softmax
+    >>> src = torch.tensor([1000.0, 1000.0, 0.0, float("-inf")])
+    >>> segment_softmax(src, torch.tensor([0, 0, 1, 2]))
+    tensor([0.5000, 0.5000, 1.0000, 0.0000])
+    """
+    return _apply("softmax", src, index, ptr, num_nodes, dim)
+
+
+def segment_log_softmax(
+    src: Tensor, index: Tensor | None = None, ptr: Tensor | None = None, num_nodes: int | None = None, dim: int = 0
+) -> Tensor:
+    """``src − LSE(group)`` along ``dim``; −inf for an all −inf group.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from logsumexp.torch import segment_log_softmax
+    >>> segment_log_softmax(torch.tensor([0.0, 0.0, 5.0]), torch.tensor([0, 0, 1]))
+    tensor([-0.6931, -0.6931,  0.0000])
+    """
+    return _apply("log_softmax", src, index, ptr, num_nodes, dim)
+
+
+def segment_logsumexp(
+    src: Tensor, index: Tensor | None = None, ptr: Tensor | None = None, num_nodes: int | None = None, dim: int = 0
+) -> Tensor:
+    """LogSumExp of each group: ``num_nodes`` entries along ``dim``; −inf for an empty group.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from logsumexp.torch import segment_logsumexp
+    >>> segment_logsumexp(torch.tensor([1000.0, 1000.0, 0.0]), torch.tensor([0, 0, 2]))
+    tensor([1000.6932,      -inf,    0.0000])
+    """
+    return _apply("lse", src, index, ptr, num_nodes, dim)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _apply(kind: str, src: Tensor, index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, dim: int) -> Tensor:
+    if not isinstance(src, Tensor):
+        raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
+    if not src.is_floating_point():
+        raise TypeError(f"src must be a floating tensor, got dtype {src.dtype}")
+    if src.dim() == 0:
+        raise ValueError("src must have at least one dimension (the grouped one, dim)")
+    if not -src.dim() <= dim < src.dim():
+        raise ValueError(f"dim={dim} is out of range for src of {src.dim()} dimensions")
+    x = src.movedim(dim, 0)
+    ids, s = _groups(index, ptr, num_nodes, x.shape[0], src.device)
+    acc = _acc_dtype(src)
+    out = _SegmentFn.apply(kind, s, x.to(acc), ids)
+    return out.to(src.dtype).movedim(0, dim)
+
+
+def _acc_dtype(src: Tensor) -> torch.dtype:
+    if src.device.type == "cpu":
+        return torch.float64
+    return torch.float64 if src.dtype == torch.float64 else torch.float32
+
+
+def _groups(index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, n: int, device: Any) -> tuple[Tensor, int]:
+    """(the group of each entry as int64, the number of groups)."""
+    if (index is None) == (ptr is None):
+        raise ValueError("give exactly one of index and ptr (CSR offsets)")
+    if ptr is not None:
+        if ptr.dim() != 1 or ptr.is_floating_point():
+            raise ValueError(f"ptr must be a 1-d integer tensor, got shape {tuple(ptr.shape)}, dtype {ptr.dtype}")
+        s = ptr.numel() - 1
+        if num_nodes is not None and num_nodes != s:
+            raise ValueError(f"num_nodes={num_nodes} disagrees with ptr.numel() - 1 = {s}")
+        counts = ptr[1:] - ptr[:-1]
+        ids = torch.repeat_interleave(torch.arange(s, device=device), counts, output_size=n)
+        return ids, s
+    if index.dim() != 1 or index.is_floating_point() or index.numel() != n:
+        raise ValueError(
+            f"index must be a 1-d integer tensor with one entry per element along dim ({n}); "
+            f"got shape {tuple(index.shape)}, dtype {index.dtype}"
+        )
+    if num_nodes is None:
+        num_nodes = int(index.max()) + 1 if n else 0
+    elif isinstance(num_nodes, bool) or int(num_nodes) < 0:
+        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
+    if n and not torch.compiler.is_compiling():
+        bad = (index < 0) | (index >= num_nodes)
+        if bool(bad.any()):
+            pos = int(bad.to(torch.int8).argmax())
+            raise IndexError(f"index[{pos}] = {int(index[pos])} is out of range for num_nodes={num_nodes}")
+    return index.long(), int(num_nodes)
+
+
+# --------------------------------------------------------------------------- the mathematics
+
+
+def _expand(ids: Tensor, x: Tensor) -> Tensor:
+    return ids.view((-1,) + (1,) * (x.dim() - 1)).expand(x.shape)
+
+
+def _state(x: Tensor, ids: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(m, lead, tail per group; d = x − m[id] with infinite maxima made harmless)."""
+    shape = (s, *x.shape[1:])
+    m = x.new_full(shape, -math.inf).scatter_reduce(0, _expand(ids, x), x, "amax", include_self=True)
+    mg = m.index_select(0, ids)
+    d = x - torch.where(torch.isfinite(mg), mg, torch.zeros_like(mg))
+    # a +inf group: its +inf entries share the mass (inf − inf taken as 0), the rest is nothing
+    d = torch.where(mg == math.inf, torch.where(x == math.inf, 0.0, -math.inf), d)
+    e = torch.exp(d)
+    at_max = (d == 0) & (mg != -math.inf)  # the maximum's entries: e = 1 exactly, kept out of the tail
+    lead = x.new_zeros(shape).index_add(0, ids, at_max.to(x.dtype))
+    tail = x.new_zeros(shape).index_add(0, ids, torch.where(at_max, 0.0, e))
+    return m, lead, tail, d
+
+
+def _log_total(lead: Tensor, tail: Tensor) -> Tensor:
+    """log(lead + tail): log1p(tail) for one maximum (the dominant term's accuracy), 0 for an empty
+    or all −inf group (so that d − log_total stays −inf)."""
+    total = lead + tail
+    return torch.where(lead == 1, torch.log1p(tail), torch.log(torch.where(total == 0, 1.0, total)))
+
+
+def _forward(kind: str, s: int, x: Tensor, ids: Tensor) -> Tensor:
+    m, lead, tail, d = _state(x, ids, s)
+    nan = torch.isnan(m)
+    if kind == "lse":
+        out = torch.where(m == -math.inf, m, m + _log_total(lead, tail))
+        return torch.where(nan, math.nan, out)
+    if kind == "log_softmax":
+        out = d - _log_total(lead, tail).index_select(0, ids)
+    else:
+        total = lead + tail
+        out = torch.exp(d) / torch.where(total == 0, 1.0, total).index_select(0, ids)
+    return torch.where(nan.index_select(0, ids), math.nan, out)
+
+
+def _times(p: Tensor, t: Tensor) -> Tensor:
+    """p·t, 0 where p == 0: an entry that takes no part passes no gradient, even an infinite one."""
+    return torch.where(p == 0, torch.zeros_like(p), p * t)
+
+
+def _seg_sum(v: Tensor, ids: Tensor, s: int) -> Tensor:
+    return v.new_zeros((s, *v.shape[1:])).index_add(0, ids, v)
+
+
+class _SegmentFn(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(kind: str, s: int, x: Tensor, ids: Tensor) -> Tensor:  # type: ignore[override]
+        return _forward(kind, s, x, ids)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        kind, s, x, ids = inputs
+        ctx.kind, ctx.s = kind, s
+        ctx.save_for_backward(x, ids, output)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Any:  # type: ignore[override]
+        x, ids, out = ctx.saved_tensors
+        kind, s = ctx.kind, ctx.s
+        p = out if kind == "softmax" else _SegmentFn.apply("softmax", s, x, ids)
+        if kind == "lse":
+            gx = _times(p, g.index_select(0, ids))
+        elif kind == "softmax":
+            gx = _times(p, g - _seg_sum(_times(p, g), ids, s).index_select(0, ids))
+        else:
+            gx = g - _times(p, _seg_sum(g, ids, s).index_select(0, ids))
+        return None, None, gx, None
