@@ -41,17 +41,29 @@ _REDUCTIONS = ("mean", "sum", "none")
 # =========================================================================== row arithmetic
 
 
-def _log_softmax_and_p(z: Tensor) -> tuple[Tensor, Tensor]:
-    """``(log p, p)`` of rows ``z``: ``t − log1p(tail)`` and ``e^{t}/(1 + tail)``, ``t = z − max``."""
+def _shifted_and_p(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(t, c, p)`` of rows ``z``: ``t = z − max``, ``c = log1p(tail)`` per row (float64, so that the
+    difference of two rows' constants is exact to float32), ``p = e^{t}/(1 + tail)`` (division form);
+    ``log p = t − c``. An all −inf row has ``tail = 0``, ``t = −inf``, ``p = 0``."""
     t, _, am = C.shifted(z)
     e = torch.exp(t)
     e.scatter_(-1, am.unsqueeze(-1), 0.0)  # the arg max's 1 stays out of the tail (log1p)
-    tail = e.sum(dim=-1, keepdim=True)
-    lp = t.sub_(torch.log1p(tail))
-    # All −inf row: tail = 0 and e = 0, so p = 0 (its log p is −inf everywhere).
-    p = e.scatter_(-1, am.unsqueeze(-1), 1.0).div_(1.0 + tail)
-    p = torch.where(lp == -math.inf, 0.0, p)
-    return lp, p
+    tail = e.sum(dim=-1, keepdim=True, dtype=torch.float64)
+    p = e.scatter_(-1, am.unsqueeze(-1), 1.0).div_((1.0 + tail).to(e.dtype))
+    p = torch.where(t == -math.inf, 0.0, p)
+    return t, torch.log1p(tail), p
+
+
+def _log_ratio(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(d, p, q)``: ``d = log q − log p = (t_b − t_a) − (c_b − c_a)`` per entry and both softmaxes.
+
+    The row constants are subtracted in float64 and rounded once, so that ``d`` carries one rounding
+    of its own size: a constant error in ``d`` does not cancel in the JSD's gradient (it does in the KLs').
+    """
+    ta, ca, p = _shifted_and_p(a)
+    tb, cb, q = _shifted_and_p(b)
+    d = (tb - ta).sub_((cb - ca).to(tb.dtype))
+    return d, p, q
 
 
 def _weighted(p: Tensor, diff: Tensor) -> Tensor:
@@ -59,27 +71,20 @@ def _weighted(p: Tensor, diff: Tensor) -> Tensor:
     return torch.where(p == 0, 0.0, p * diff)
 
 
-def _mixture_gaps(lp: Tensor, lq: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+def _mixture_gaps(d: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """``(log p − log m, log q − log m)`` for ``m = β q + (1−β) p``, from ``d = log q − log p``.
 
     ``log m − log p = log1p(β·expm1(d))`` for ``d ≤ 0`` and ``d + log1p((1−β)·expm1(−d))`` for
     ``d > 0``: the argument of ``log1p`` stays in ``[−1, 0]`` (no overflow), and when the two
     distributions are close (``d ≈ 0``, the JSD small) the gaps keep their relative accuracy, where
-    ``log p − logaddexp(...)`` subtracts two numbers of size ``|log p|``. Entries with ``p = q = 0``
-    give NaN here; their terms are dropped by :func:`_weighted`.
+    ``log p − logaddexp(...)`` subtracts two numbers of size ``|log p|``. ``d = ±inf`` (one side of
+    probability 0) gives the exact limits; ``p = q = 0`` gives NaN, dropped by :func:`_weighted`.
     """
-    d = lq - lp
     neg = d <= 0
-    lo = torch.log1p(beta * torch.expm1(torch.where(neg, d, 0.0)))                  # log m − log p
-    hi = torch.log1p((1.0 - beta) * torch.expm1(torch.where(neg, 0.0, -d)))           # log m − log q
+    lo = torch.log1p(beta * torch.expm1(torch.where(neg, d, 0.0)))  # log m − log p  (d ≤ 0)
+    hi = torch.log1p((1.0 - beta) * torch.expm1(torch.where(neg, 0.0, -d)))  # log m − log q  (d > 0)
     m_minus_p = torch.where(neg, lo, d + hi)
     m_minus_q = torch.where(neg, lo - d, hi)
-    # Infinite d (one side has probability 0): read the gaps straight from logaddexp.
-    inf = torch.isinf(d)
-    if bool(inf.any()):
-        lm = torch.logaddexp(lq + math.log(beta), lp + math.log1p(-beta))
-        m_minus_p = torch.where(inf, lm - lp, m_minus_p)
-        m_minus_q = torch.where(inf, lm - lq, m_minus_q)
     return -m_minus_p, -m_minus_q
 
 
@@ -89,11 +94,10 @@ def chunk_kl(
     """Per-row divergence of student logits ``a`` and teacher logits ``b`` (both already ``/T``,
     accumulation dtype) and, with per-row multipliers ``g``, the gradients of ``Σ g·rows`` with
     respect to ``a`` and ``b`` as flagged by ``want`` (before the ``1/T``)."""
-    lp, p = _log_softmax_and_p(a)
-    lq, q = _log_softmax_and_p(b)
+    d, p, q = _log_ratio(a, b)
     ga = gb = None
     if kind == "jsd":
-        r, u = _mixture_gaps(lp, lq, beta)
+        r, u = _mixture_gaps(d, beta)
         kl_p = _weighted(p, r).sum(dim=-1)
         kl_q = _weighted(q, u).sum(dim=-1)
         rows = beta * kl_q + (1.0 - beta) * kl_p
@@ -103,8 +107,7 @@ def chunk_kl(
             gb = _weighted(q, u - kl_q.unsqueeze(-1)) * (beta * g).unsqueeze(-1)
         return rows, ga, gb
     # forward: KL(q‖p) (the "from" side is the teacher); reverse: KL(p‖q) — the same code, sides swapped.
-    src_lp, src_p, dst_lp, dst_p = (lq, q, lp, p) if kind == "forward" else (lp, p, lq, q)
-    c = src_lp - dst_lp
+    src_p, dst_p, c = (q, p, d) if kind == "forward" else (p, q, -d)
     rows = _weighted(src_p, c).sum(dim=-1)
     if g is not None:
         g1 = g.unsqueeze(-1)
@@ -213,7 +216,7 @@ def _differentiable_grads(g_rows, student, teacher, target, kind, beta, temperat
         return w * safe
 
     if kind == "jsd":
-        r, u = _mixture_gaps(lp, lq, beta)
+        r, u = _mixture_gaps(lq - lp, beta)
         ga = (1.0 - beta) * g * term(p, r - term(p, r).sum(-1, keepdim=True))
         gb = beta * g * term(q, u - term(q, u).sum(-1, keepdim=True))
     elif kind == "forward":
