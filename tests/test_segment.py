@@ -431,3 +431,76 @@ def test_torch_face_bad_arguments(tface, kwargs, err, match):
     kw.setdefault("num_nodes", 3)
     with pytest.raises(err, match=match):
         lt.segment_softmax(torch.zeros(3), **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch Geometric as a client
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pyg(tface):
+    return pytest.importorskip("torch_geometric", reason="the PyG comparison needs the package 'torch_geometric'")
+
+
+def test_pyg_softmax_agrees_on_ordinary_groups(tface, pyg):
+    torch, lt = tface
+    from torch_geometric.utils import softmax as pyg_softmax
+
+    rng = np.random.default_rng(13)
+    src = torch.tensor(rng.normal(size=(400, 8)) * 3)
+    index = torch.tensor(rng.integers(0, 60, 400))
+    # PyG: exp of the rounded shift, + 1e-16, a division, all in float64 (measured 5.4e-16 apart)
+    torch.testing.assert_close(lt.segment_softmax(src, index, num_nodes=60), pyg_softmax(src, index, num_nodes=60), rtol=2e-15, atol=0)
+    np.testing.assert_allclose(
+        pyg_softmax(torch.tensor([-np.inf, -np.inf]), torch.tensor([0, 0])).numpy(),
+        lt.segment_softmax(torch.tensor([-np.inf, -np.inf]), torch.tensor([0, 0])).numpy(),
+    )  # both give 0 on an all -inf group (PyG through its 1e-16)
+
+
+def _gat_losses(torch, pyg, softmax_fn, monkeypatch, steps=20):
+    import torch_geometric.nn.conv.gat_conv as gat_conv
+    from torch_geometric.nn import GATConv
+
+    monkeypatch.setattr(gat_conv, "softmax", softmax_fn)
+    gen = torch.Generator().manual_seed(0)
+    n, f = 60, 6
+    x = torch.randn(n, f, generator=gen, dtype=torch.float64)
+    edges = torch.randint(0, n - 1, (2, 300), generator=gen)  # node n-1 receives and sends nothing
+    y = torch.randint(0, 3, (n,), generator=gen)
+    torch.manual_seed(1)
+    conv1 = GATConv(f, 8, heads=4, add_self_loops=False).double()
+    conv2 = GATConv(32, 3, heads=1, add_self_loops=False).double()
+    opt = torch.optim.Adam([*conv1.parameters(), *conv2.parameters()], lr=0.01)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        h = torch.nn.functional.elu(conv1(x, edges))
+        out, (_, att) = conv2(h, edges, return_attention_weights=True)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return np.array(losses), out.detach(), att.detach(), conv1.lin.weight.grad
+
+
+def test_pyg_gat_trains_to_the_same_loss_curve_with_our_softmax(tface, pyg, monkeypatch):
+    torch, lt = tface
+    from torch_geometric.utils import softmax as pyg_softmax
+
+    ref, _, _, _ = _gat_losses(torch, pyg, pyg_softmax, monkeypatch)
+    ours, out, att, grad = _gat_losses(torch, pyg, lt.segment_softmax, monkeypatch)
+    assert ref[-1] < ref[0]  # it does train
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=0)
+    assert torch.isfinite(out[-1]).all()  # the isolated node: no in-edges, output = bias, not NaN
+    assert torch.isfinite(att).all() and torch.isfinite(grad).all()
+
+
+def test_pyg_gat_isolated_target_with_masked_edges_gets_zero_attention_not_nan(tface, pyg):
+    torch, lt = tface
+    # every in-edge of node 1 masked to -inf (e.g. by an attention mask): PyG's softmax gives 0 only
+    # through its 1e-16 guard; ours gives 0 by rule, and a zero gradient
+    alpha = torch.tensor([[0.5], [-np.inf], [-np.inf], [1.0]], dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 1, 1, 0])
+    p = lt.segment_softmax(alpha, index, num_nodes=2)
+    assert (p[1:3] == 0).all() and not torch.isnan(p).any()
+    (p * torch.arange(4.0, dtype=torch.float64)[:, None]).sum().backward()
+    assert (alpha.grad[1:3] == 0).all() and torch.isfinite(alpha.grad).all()
