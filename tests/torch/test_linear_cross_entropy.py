@@ -205,7 +205,6 @@ def test_float32_chunks_through_the_compiled_kernel(monkeypatch, bias):
     """float32 class targets take the compiled chunk (one read per row, float64 exps): loss and
     gradients against float64 eager torch from the same float32 inputs, within float32 rounding
     of the logits; every chunk answered by the kernel."""
-    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
     calls = _spy_compiled(monkeypatch)
     monkeypatch.setattr(_cpu_impl, "LCE_CHUNK_BYTES", 5 * 19 * 4)  # 5 tokens per chunk
     h, w, b, t = (a.detach().float() if a.is_floating_point() else a for a in _data(lead=(23,), seed=3))
@@ -226,7 +225,6 @@ def test_compiled_chunk_special_rows_and_ignored_targets(monkeypatch):
     """Rows with +inf, all −inf or NaN logits are left to the torch rules by the kernel; ignored
     rows give 0 and a zero gradient; the rest matches the torch chunk (float32 exps there, float64
     in the kernel: within 2 float32 ulps)."""
-    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
     from logsumexp import _cpu
     from logsumexp._options import CrossEntropyOptions
 
@@ -256,7 +254,6 @@ def test_compiled_chunk_under_torch_compile_and_torch_func(monkeypatch):
     """The way users run it: torch.compile(fullgraph=True, dynamic=True) and torch.func.grad over a
     float32 linear cross-entropy whose chunks take the compiled kernel; same loss and gradients
     as eager (the kernel runs inside the custom op, outside the graph)."""
-    pytest.importorskip("numba", reason="the compiled CPU kernels need numba")
     calls = _spy_compiled(monkeypatch)
     g = torch.Generator().manual_seed(4)
     w = torch.randn(29, 8, generator=g)
