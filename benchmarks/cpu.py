@@ -14,9 +14,9 @@ CE 4096x32000          ``cross_entropy(x, target)`` forward (mean), float32, int
 =====================  ======================================================================
 
 Columns: one read (``x.max()``, the memory floor), copy (``x.copy()``, softmax only: one read
-and a fresh output written, the floor of an op that returns a new array), ours (the compiled fast path), ours on the
-NumPy fallback (``logsumexp._cpu.numpy_fallback()``: a machine without Numba), ours with the
-fast path disabled (``logsumexp._cpu.disabled()``: the array core), NumPy shifted
+and a fresh output written, the floor of an op that returns a new array), ours (the compiled C
+kernels, the best target this CPU supports), ours forced to the ``avx2`` and ``baseline`` targets
+(``LOGSUMEXP_CPU``; where the CPU has them), ours with the compiled layer disabled (``logsumexp._cpu.disabled()``: the array core), NumPy shifted
 (``m + log Σ exp(x − m)``), SciPy, torch (CPU, ``torch.from_numpy``: no copy),
 ``torch.compile(torch.logsumexp)`` and ``jax.jit`` (CPU, float64 enabled) where installed; a
 missing peer is skipped with the reason printed. The implementations of a case are timed in
@@ -54,11 +54,11 @@ if str(_HERE) not in sys.path:
 import _harness as H  # noqa: E402
 
 LIBS = [
-    "one read", "copy", "ours", "ours (NumPy fallback)", "ours (core)", "NumPy shifted", "SciPy", "torch",
+    "one read", "copy", "ours", "ours avx2", "ours baseline", "ours (core)", "NumPy shifted", "SciPy", "torch",
     "torch.compile", "jax.jit",
 ]
 # The memory probes (a fresh subprocess each) are taken for these only, to keep the run short.
-MEMORY_LIBS = ("ours", "ours (NumPy fallback)", "NumPy shifted", "torch")
+MEMORY_LIBS = ("ours", "NumPy shifted", "torch")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _copy(case: Case, inp: dict[str, Any]) -> Callable[[], Any] | str:
     return lambda: x.copy()
 
 
-def _ours(case: Case, inp: dict[str, Any], core: bool = False, fallback: bool = False) -> Callable[[], Any]:
+def _ours(case: Case, inp: dict[str, Any], core: bool = False, target: str | None = None) -> Callable[[], Any] | str:
     import logsumexp as lse
     from logsumexp import _cpu
 
@@ -123,13 +123,22 @@ def _ours(case: Case, inp: dict[str, Any], core: bool = False, fallback: bool = 
     else:
         t = inp["t"]
         fn = lambda: lse.cross_entropy(x, t)  # noqa: E731
-    if fallback:
+    if target is not None:
+        if target not in _cpu.supported_targets():
+            return f"this CPU has no {target} target"
+        import importlib
 
-        def on_numpy() -> Any:
-            with _cpu.numpy_fallback():
+        mod = importlib.import_module(f"logsumexp._cpu._kernels_{target}")
+
+        def on_target() -> Any:
+            _cpu.kernels()
+            saved, _cpu._kernels = _cpu._kernels, mod  # what LOGSUMEXP_CPU=target loads
+            try:
                 return fn()
+            finally:
+                _cpu._kernels = saved
 
-        return on_numpy
+        return on_target
     if not core:
         return fn
 
@@ -240,8 +249,8 @@ def get_fn(lib: str, case: Case, inp: dict[str, Any]) -> Callable[[], Any] | str
         return _ours(case, inp)
     if lib == "ours (core)":
         return _ours(case, inp, core=True)
-    if lib == "ours (NumPy fallback)":
-        return _ours(case, inp, fallback=True)
+    if lib.startswith("ours ") and lib != "ours (core)":
+        return _ours(case, inp, target=lib.split()[1])
     if lib == "torch.compile":
         return _torch_compile(case, inp)
     if lib == "NumPy shifted":
@@ -340,12 +349,12 @@ def report(cases: list[Case], libs: list[str], res: dict[str, Any], quick: bool)
     import numpy
 
     versions = [f"numpy {numpy.__version__}"]
-    for mod in ("numba", "scipy", "torch", "jax"):
+    for mod in ("scipy", "torch", "jax"):
         with contextlib.suppress(Exception):
             versions.append(f"{mod} {__import__(mod).__version__}")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Machine: {H.cpu_model()}; commit {H.git_commit()}; {when}; {', '.join(versions)}"
+        f"Machine: {H.cpu_model()}; *ours*: `{_target()}` target; commit {H.git_commit()}; {when}; {', '.join(versions)}"
         + ("; **--quick sizes**" if quick else "") + ".",
         "",
         f"Median time per call over {next(iter(times.values())).rounds if times else 0} interleaved rounds"
@@ -378,30 +387,24 @@ def report(cases: list[Case], libs: list[str], res: dict[str, Any], quick: bool)
     return "\n".join(lines), ratios
 
 
-NOTES = """Notes. *ours* is the compiled fast path (`logsumexp._cpu`, Numba): each slice is read once, in
-blocks (the first block: its max, then a vectorised exp sum from L1; every later block: max and
-exp sum in one loop against the running max, refolded the first way only when the block reaches
-that max; a row starts from its true max, read during the row before, and a float32 row's block
-holding that max leaves its tied entries out by a select and counts them, so it is not refolded), with an `exp` written in
-plain arithmetic so that LLVM vectorises it with 512-bit vectors (a `math.exp` loop is not
-vectorised and ran at 8-9× one read; 256-bit vectors halve the speed), the maximum kept out of
-the sum (Blanchard-Higham-Higham), float32 data accumulated in float64, and large inputs split
-over a thread pool (rows, or parts of one long slice merged with the (max, sum) merge). Numba was
-chosen over cache-blocked NumPy on threads (probed at 3.3× one read: it still makes a max pass,
-an exp pass and temporaries per block) because the fused loop needs no temporaries and reads the
-data once. *ours (NumPy fallback)* is what a machine without Numba runs
-(`logsumexp._cpu.numpy_fallback()`, or `LOGSUMEXP_NO_NUMBA=1`): blocked NumPy, one L2-sized
-buffer per block, float32 exps summed in float64. *ours (core)* is the pure Array API path
-(`logsumexp._cpu.disabled()`). *torch.compile* is `torch.compile(torch.logsumexp)` (LSE cases
-only). The compiled float32 cases are bound by the float64 exp (the price of the 0.51-ulp float32
-target), not by memory: on the AMD EPYC (Zen 4) box one thread ran the one-pass fold at ~0.69 ns
-per element in float64 and ~0.62 in float32, against ~0.3 for one read; on the 2.0 GHz Intel Xeon
-~1.1-1.3 ns in L1, against ~0.5 (float32) and ~1 (float64) for one read. The double-double finish of
-issue 14 (float64 LSE within 1 ulp) is paid once per slice: n = 1000 went from 3.5 to 3.6 µs, a
-[2000, 512] column reduction from 1124 to 1149 µs, 1e7 and [512, 32000] within noise (one thread,
-interleaved processes, same machine). Slices whose result cancels against their maximum are
-recomputed in double-double at ~0.3 µs per element; no case here has one.
+NOTES = """Notes. *ours* is the compiled C layer (`logsumexp._cpu`, `src/logsumexp/_cpu/src/`), the best
+target of this CPU; *ours avx2* and *ours baseline* force those targets (the same bits, other
+speeds). Each slice is read once, in blocks of 2048 (the block's max, then its exp sum from L1;
+a block that raises the running max rescales the sum by a double-double exp), with 16 virtual
+lanes whose order is fixed, the exp written in plain arithmetic (no libm), the maximum kept out of
+the sum (Blanchard-Higham-Higham), float64 terms added with TwoSum per lane, float32 data
+accumulated in float64, and large inputs split over a thread pool (rows, or items of 65536
+elements of one long slice, merged in a fixed order). No reassociation and no FMA: the targets
+give the same bits, and the float64 fold pays for its accuracy (~5 cycles per element on one
+AVX-512 core). *ours (core)* is the generic Array API path (`logsumexp._cpu.disabled()`).
+*torch.compile* is `torch.compile(torch.logsumexp)` (LSE cases only).
 """
+
+
+def _target() -> str:
+    from logsumexp import _cpu
+
+    return str(_cpu.target())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,9 +232,20 @@ static PyObject *py_softmax_rows(PyObject *self, PyObject *const *args, Py_ssize
     int64_t isz, xs, L, os, log, lo, hi;
     if (!parse(args, nargs, "rnrnnwrnnnn", &bs, &x, &isz, &xk, &xs, &L, &out, &ok, &os, &log, &lo, &hi)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    double *buf = scratch(BLOCK);
+    /* float32 softmax of unit-stride rows up to ITEM: one exp per entry (exps_f32_row) */
+    int one_exp = isz == 4 && !log && xs == 1 && L <= ITEM;
+    double *buf = scratch(one_exp ? L : BLOCK);
     for (int64_t j = lo; j < hi; j++) {
         const char *base = x + xk[j] * isz;
+        if (one_exp) {
+            lse_state st = exps_f32_row((const float *)base, L, buf);
+            if (lse_isfinite(st.m) && lse_isfinite(st.tail)) {
+                double rcp = 1.0 / (1.0 + st.tail);
+                float *o = (float *)(out + ok[j] * isz);
+                for (int64_t i = 0; i < L; i++) o[i * os] = (float)(buf[i] * rcp);
+                continue;
+            }
+        }
         lse_state st = slice_state(base, (int)isz, xs, L, NULL, 0, buf, NULL);
         write_normalized(base, (int)isz, xs, out + ok[j] * isz, os, 0, L, st, (int)log, buf);
     }
@@ -278,7 +289,7 @@ static PyObject *py_ce_rows(PyObject *self, PyObject *const *args, Py_ssize_t na
     int64_t L, ignore, lo, hi;
     if (!parse(args, nargs, "wnrRnwwwnn", &bs, &z, &L, &tg, &g, &ignore, &rows, &lses, &okb, &lo, &hi)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    double *buf = scratch(BLOCK);
+    double *buf = scratch(L > BLOCK ? L : BLOCK);
     for (int64_t j = lo; j < hi; j++) {
         int valid = tg[j] != ignore;
         okb[j] = (char)ce_row(z + j * L, L, valid ? tg[j] : 0, valid, g ? (double)g[j] : 0.0, g != NULL, &rows[j],

@@ -106,6 +106,38 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
     }
 }
 
+/* float32 rows up to ITEM long: the row's max, then every exp once, kept in a float64 scratch
+ * row (L2) while it is summed (the entries at the max counted apart, as in block_sum_f32), then
+ * scaled. One exp per entry where the general path (state, then write) takes two. Returns the
+ * state; a row whose max is not finite is left to the caller (st.m not finite, nothing written). */
+static lse_state exps_f32_row(const float *x, int64_t L, double *scratch) {
+    double m = -LSE_INF;
+    vd mx = vsplat(-LSE_INF);
+    for (int64_t i0 = 0; i0 < L; i0 += BLOCK) {
+        int64_t n = L - i0 < BLOCK ? L - i0 : BLOCK;
+        const double *p = load_block((const char *)x, 4, 1, i0, n, scratch + i0);
+        for (int64_t i = 0; i < n; i += LANES) mx = vmax(vload(p + i, n - i, -LSE_INF), mx);
+    }
+    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    if (!lse_isfinite(m)) return (lse_state){m, 0.0, 0.0, 0.0};
+    vd s = vsplat(0.0), cnt = vsplat(0.0);
+    int64_t i = 0;
+    for (; i < L; i += LANES) {
+        int64_t n = L - i;
+        vd v = vload(scratch + i, n, -LSE_INF);
+        vi top = veq(v, vsplat(m));
+        vd e = vexp_lo(v - m);
+        s += vsel(top, vsplat(0.0), e);
+        cnt += vsel(top, vsplat(1.0), vsplat(0.0));
+        vstore(scratch + i, e, n);
+    }
+    double t = 0.0, c = 0.0;
+    for (int l = 0; l < LANES; l++) { t += s[l]; c += cnt[l]; }
+    dd tail = two_sum(c - 1.0, t);
+    if (t != t) return NAN_STATE;
+    return (lse_state){m, 1.0, tail.hi, tail.lo};
+}
+
 /* Cross-entropy of a float32 logit row z (contiguous, length L) against class t, and with
  * g != 0 the gradient of g * loss written in place of the row:
  *     loss = log1p(tail) + (m - z_t),  lse = m + log1p(tail),
@@ -113,7 +145,7 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
  * Returns 0 (row untouched) when the row's maximum is not finite. */
 static int ce_row(float *z, int64_t L, int64_t t, int valid, double g, int grad, float *loss, float *lse,
                   double *buf) {
-    lse_state st = slice_state((const char *)z, 4, 1, L, NULL, 0, buf, NULL);
+    lse_state st = exps_f32_row(z, L, buf); /* buf: L doubles, the exps */
     if (!lse_isfinite(st.m) || !lse_isfinite(st.tail)) return 0;
     double m = st.m;
     double lp = log1p_dd((dd){st.tail, st.tlo}).hi;
@@ -122,12 +154,7 @@ static int ce_row(float *z, int64_t L, int64_t t, int valid, double g, int grad,
     *loss = valid ? (float)((zt == m ? 0.0 : m - zt) + lp) : 0.0f;
     if (grad) {
         double r = (valid ? g : 0.0) / (1.0 + st.tail);
-        for (int64_t i0 = 0; i0 < L; i0 += BLOCK) {
-            int64_t n = L - i0 < BLOCK ? L - i0 : BLOCK;
-            const double *p = load_block((const char *)z, 4, 1, i0, n, buf);
-            exp_scaled(p, buf, n, m, r);
-            for (int64_t i = 0; i < n; i++) z[i0 + i] = (float)buf[i];
-        }
+        for (int64_t i = 0; i < L; i++) z[i] = (float)(buf[i] * r);
         if (valid) z[t] = (float)((double)z[t] - g);
     }
     return 1;
