@@ -104,7 +104,7 @@ from torch import Tensor, nn
 
 from logsumexp.torch import linear_cross_entropy
 
-__all__ = ["ARCHITECTURES", "Architecture", "patch", "unpatch", "is_patched"]
+__all__ = ["ARCHITECTURES", "Architecture", "patch", "unpatch", "is_patched", "per_token_log_probs"]
 
 _STATE = "_logsumexp_patch"  # instance attribute holding the patch's options and hook
 
@@ -471,3 +471,74 @@ def unpatch(model: nn.Module) -> nn.Module:
         state.handle.remove()
     lm.__class__ = _original_class(lm)
     return model
+
+
+# --------------------------------------------------------------------------- RL: per-token log-probabilities
+
+
+def per_token_log_probs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    logits_to_keep: int | None = None,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Per-token ``log p(input_ids[t] | input_ids[:t])`` (and entropy) of a causal LM, without its logits.
+
+    What TRL's ``GRPOTrainer._get_per_token_logps_and_entropies`` computes from the full logits
+    (``model(...).logits[:, :-1]``, the last ``logits_to_keep`` positions, divided by
+    ``temperature``, then ``selective_log_softmax`` and ``entropy_from_logits``), computed instead
+    from the decoder's last hidden states and the output layer's weight by
+    :func:`logsumexp.torch.linear_log_probs`: the ``[B, K, V]`` logits are never built, in the
+    forward pass or the backward pass. Gradients flow to every parameter of the model.
+
+    Returns ``(B, K)`` float32 log-probabilities of the tokens ``input_ids[:, -K:]`` (``K =
+    logits_to_keep``, default ``L − 1``: every token after the first) and, with
+    ``return_entropy``, the ``(B, K)`` entropies of the same predictive distributions.
+    Positions the attention mask hides are computed like the others (mask them yourself, as TRL
+    does). The architecture's logit scale (Cohere, Granite) is applied; a soft-capped head
+    (Gemma 2/3) raises ValueError.
+
+    Examples
+    --------
+    >>> import torch, transformers
+    >>> from logsumexp.transformers import per_token_log_probs
+    >>> cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+    ...     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
+    >>> model = transformers.LlamaForCausalLM(cfg)
+    >>> ids = torch.randint(0, 50, (2, 7))
+    >>> lp = per_token_log_probs(model, ids, logits_to_keep=4)
+    >>> ref = torch.log_softmax(model(ids).logits[:, -5:-1].float(), -1).gather(-1, ids[:, -4:, None])[..., 0]
+    >>> lp.shape, torch.allclose(lp, ref, atol=1e-5)
+    (torch.Size([2, 4]), True)
+    """
+    from logsumexp.torch import linear_log_probs
+
+    lm = _causal_lm(model)
+    if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be a (batch, length) tensor, got {getattr(input_ids, 'shape', input_ids)!r}")
+    length = input_ids.shape[1]
+    keep = length - 1 if logits_to_keep is None else logits_to_keep
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= length - 1:
+        raise ValueError(f"logits_to_keep must be an int in [1, {length - 1}] (input length − 1), got {logits_to_keep!r}")
+    architecture = ARCHITECTURES.get(_original_class(lm).__name__)
+    if architecture is not None and architecture.softcap(lm) is not None:
+        raise ValueError(f"{_original_class(lm).__name__} soft-caps its logits; per_token_log_probs "
+                         "does not fuse a soft-capped head")
+    body = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
+    out = body(input_ids=input_ids, attention_mask=attention_mask)
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    # Position t predicts token t + 1: the K positions before the last predict the last K tokens.
+    hidden = hidden[:, length - 1 - keep : length - 1]
+    weight, bias = _effective_linear(lm.get_output_embeddings())
+    hidden = hidden.to(weight.device)
+    hidden, weight, bias = _autocast(hidden, weight, bias)
+    scale = None if architecture is None else architecture.logit_scale(lm)
+    if scale is not None and scale != 1:
+        hidden = hidden * scale  # s·(W h + b) = W (s h) + s b: the scale stays on the N × D side
+        bias = None if bias is None else bias * scale
+    with torch.autocast(hidden.device.type, enabled=False):
+        return linear_log_probs(hidden, weight, input_ids[:, -keep:].to(weight.device), bias=bias,
+                                temperature=temperature, return_entropy=return_entropy)
