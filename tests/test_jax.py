@@ -331,3 +331,144 @@ def test_cross_entropy_gradient_on_posinf_rows_with_smoothing_or_probabilities(o
     if kw:  # smoothing: every class has a coefficient, so the +inf row's loss is +inf; its gradient is finite
         assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-17)
+
+
+# ------------------------------------------------------------------------------------------------
+# The JAX-native path (_jax.py): taken, accurate in float64, special values under every transform
+# ------------------------------------------------------------------------------------------------
+def _primitives(fn, *args) -> set[str]:
+    """Every primitive in the jaxpr of ``fn`` (custom_jvp bodies included)."""
+    found: set[str] = set()
+
+    def walk(jaxpr) -> None:
+        for eqn in jaxpr.eqns:
+            found.add(eqn.primitive.name)
+            for p in eqn.params.values():
+                for sub in p if isinstance(p, (list, tuple)) else [p]:
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("op", ["logsumexp", "softmax", "log_softmax", "cross_entropy", "lse_grad"])
+def test_the_jax_native_path_is_taken(op):
+    """The generic state (``_state.block_state``) picks a leader with argmax; the native path has
+    none and goes through a custom_jvp. A JAX array sent to the generic path fails this."""
+    x = jnp.asarray(rows())
+    fn = {
+        "logsumexp": lambda v: lse.logsumexp(v, axis=1),
+        "softmax": lse.softmax,
+        "log_softmax": lse.log_softmax,
+        "cross_entropy": lambda v: lse.cross_entropy(v, jnp.asarray([0, 1, 2])),
+        "lse_grad": jax.grad(lambda v: lse.logsumexp(v, axis=1).sum()),
+    }[op]
+    prims = _primitives(fn, x)
+    assert "custom_jvp_call" in prims, sorted(prims)
+    assert not prims & {"argmax", "while", "scan"}, sorted(prims)
+
+
+def test_two_nearly_equal_terms_keep_the_digits_of_a_result_near_zero():
+    """LSE([log ½, log ½ + 1e−12]) ≈ 5.0e−13 cancels m ≈ −0.69 against log 2: jax.nn (and the plain
+    shift) give 4.999334e−13 (1.6e−4 off); the near-max term summed as expm1 and log 2 in two
+    parts give the NumPy face's 5.000121e−13."""
+    x = np.array([math.log(0.5), math.log(0.5) + 1e-12])
+    want = float(mp_lse(x))
+    got = float(jax.jit(lambda v: lse.logsumexp(v))(jnp.asarray(x)))
+    assert got == pytest.approx(want, rel=1e-13, abs=0)
+    assert float(jax.nn.logsumexp(jnp.asarray(x))) != pytest.approx(want, rel=1e-6, abs=0)  # the case bites
+
+
+def test_dominant_maximum_keeps_its_correction_in_float64():
+    """[0, −40 × 999]: LSE = log1p(999 e^−40), log_softmax at 0 its negative, and the cross-entropy
+    of the confident prediction the same, each to full relative accuracy (log(Σ) rounds them to 0)."""
+    x = np.concatenate([[0.0], np.full(999, -40.0)])
+    want = float(mp_lse(x))
+    jx = jnp.asarray(x)
+    assert float(jax.jit(lambda v: lse.logsumexp(v))(jx)) == pytest.approx(want, rel=1e-14, abs=0)
+    assert float(jax.jit(lse.log_softmax)(jx)[0]) == pytest.approx(-want, rel=1e-14, abs=0)
+    ce = jax.jit(lambda v: lse.cross_entropy(v[None], jnp.asarray([0])))(jx)
+    assert float(ce) == pytest.approx(want, rel=1e-14, abs=0)
+
+
+SPECIAL = np.array([[INF, 0.0, INF, -INF], [-INF, -INF, -INF, -INF], [NAN, 0.0, 1.0, 2.0], [0.5, -1.0, 3.0, 3.0]])
+
+
+@pytest.mark.parametrize("config", ["x64", "float32_default"])
+def test_special_rows_values_and_gradients_in_both_precisions(config, request):
+    """The contract's special rows through the float64 (accurate) and float32 (jax.nn-like) paths,
+    under jit and grad: +inf rows give +inf and the gradient 1/k; all −inf give −inf and 0; NaN
+    stays in its row; softmax and log_softmax likewise."""
+    if config == "float32_default":
+        request.getfixturevalue("no_x64")
+    dtype = "float64" if config == "x64" else "float32"
+    x = jnp.asarray(SPECIAL.astype(dtype))
+    v = np.asarray(jax.jit(lambda u: lse.logsumexp(u, axis=1))(x))
+    g = np.asarray(jax.jit(jax.grad(lambda u: lse.logsumexp(u, axis=1).sum()))(x))
+    assert v[0] == INF and v[1] == -INF and math.isnan(v[2])
+    assert v[3] == pytest.approx(float(mp_lse(SPECIAL[3])), rel=RTOL[dtype])
+    np.testing.assert_array_equal(g[0], [0.5, 0.0, 0.5, 0.0])
+    np.testing.assert_array_equal(g[1], [0.0] * 4)
+    assert np.isnan(g[2]).all()
+    p3 = np.exp(np.array(mp_log_softmax(SPECIAL[3]), dtype=float))
+    np.testing.assert_allclose(g[3], p3, rtol=RTOL[dtype])
+    sm = np.asarray(jax.jit(lse.softmax)(x))
+    ls = np.asarray(jax.jit(lse.log_softmax)(x))
+    np.testing.assert_array_equal(sm[:2], [[0.5, 0.0, 0.5, 0.0], [0.0] * 4])
+    np.testing.assert_array_equal(ls[:2], np.array([[-math.log(2), -INF, -math.log(2), -INF], [-INF] * 4], dtype=dtype))
+    assert np.isnan(sm[2]).all() and np.isnan(ls[2]).all()
+    np.testing.assert_allclose(sm[3], p3, rtol=RTOL[dtype])
+
+
+def test_softmax_and_log_softmax_gradients_on_an_all_neginf_row_are_finite():
+    """vjp of softmax there is 0; of log_softmax the cotangent itself minus 0·Σ (never NaN)."""
+    x = jnp.asarray([[-INF, -INF, -INF], [0.0, 1.0, 2.0]])
+    c = jnp.asarray([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
+    gs = np.asarray(jitted("softmax_vjp")(x, c))
+    gl = np.asarray(jitted("log_softmax_vjp")(x, c))
+    np.testing.assert_array_equal(gs[0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(gl[0], [1.0, 2.0, 3.0])
+    p = np.exp(np.array(mp_log_softmax([0.0, 1.0, 2.0]), dtype=float))
+    np.testing.assert_allclose(gl[1], 1.0 - 3.0 * p, rtol=1e-14)  # c − softmax·Σc
+
+
+def test_hessian_is_diag_p_minus_p_outer_p_with_special_rows():
+    """jax.hessian (forward over reverse through the custom_jvp rules): diag(p) − p pᵀ on a finite
+    row; −inf entries have zero rows and columns; an all −inf slice has a zero Hessian; NaN only
+    in a NaN slice's block."""
+    row = np.array([0.5, -1.0, 3.0, -INF])
+    h = np.asarray(jax.jit(jax.hessian(lambda v: lse.logsumexp(v)))(jnp.asarray(row)))
+    p = np.exp(np.array(mp_log_softmax(row), dtype=float))
+    np.testing.assert_allclose(h, np.diag(p) - np.outer(p, p), rtol=1e-14, atol=1e-16)
+    np.testing.assert_array_equal(h[3], 0.0)
+    x = jnp.asarray([[-INF, -INF], [NAN, 1.0], [0.0, 0.0]])
+    hb = np.asarray(jax.jit(jax.hessian(lambda v: lse.logsumexp(v, axis=1).sum()))(x))  # (3, 2, 3, 2)
+    np.testing.assert_array_equal(hb[0, :, 0, :], 0.0)
+    assert np.isnan(hb[1]).all()  # the NaN slice's gradient is NaN, so is its derivative in any direction
+    np.testing.assert_allclose(hb[2, :, 2, :], [[0.25, -0.25], [-0.25, 0.25]], rtol=1e-15)
+    for i, j in ((0, 1), (0, 2), (2, 0), (2, 1)):  # jax.nn's Hessian is NaN in blocks (0, j) too
+        np.testing.assert_array_equal(hb[i, :, j, :], 0.0)
+
+
+def test_axes_keepdims_where_temperature_and_empty_against_the_numpy_face():
+    """The native path over a tuple of axes, with keepdims, a where mask, a temperature and an empty
+    reduction gives the NumPy face's values (float64, 1e−14)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5)) * 10
+    mask = rng.random((3, 4, 5)) > 0.3
+    cases = [
+        lambda a, m: lse.logsumexp(a, axis=(0, 2), keepdims=True),
+        lambda a, m: lse.logsumexp(a, axis=1, where=m),
+        lambda a, m: lse.softmax(a, axis=(1, 2), temperature=0.3),
+        lambda a, m: lse.log_softmax(a, axis=0),
+    ]
+    for call in cases:
+        want = np.asarray(call(x, mask))
+        got = np.asarray(jax.jit(call)(jnp.asarray(x), jnp.asarray(mask)))
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
+    empty = jnp.zeros((2, 0))
+    np.testing.assert_array_equal(np.asarray(lse.logsumexp(empty, axis=1)), [-INF, -INF])
+    assert lse.softmax(empty).shape == (2, 0)

@@ -1,0 +1,139 @@
+"""Every face against its framework's own op, in the same run (issue 21): ours ÷ theirs.
+
+One function per face returns rows ``(case, ours_seconds, theirs_seconds, note)``; ``main`` prints
+them in one table (median times from interleaved rounds, ``_harness.time_interleaved``) and, with
+``--write``, puts it into docs/BENCHMARKS.md between the face's markers, with the CPU and commit.
+
+Faces today: JAX under ``jax.jit`` (``logsumexp`` vs ``jax.nn``). Run::
+
+    python benchmarks/faces.py [--face jax] [--quick] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import ROOT, cpu_model, git_commit, markdown_table, time_interleaved, write_between_markers  # noqa: E402
+
+Row = tuple[str, float, float, str]  # case, ours (s), theirs (s), note
+
+
+# ------------------------------------------------------------------------------------------------
+# JAX
+# ------------------------------------------------------------------------------------------------
+def jax_face(quick: bool) -> list[Row]:
+    """jit-compiled LogSumExp, softmax and the gradient of LogSumExp, float32 in JAX's default
+    configuration (no x64: both accumulate in float32), plus compile time; then the float64 (x64)
+    dominant-term case, whose "times" column holds the two results instead."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import logsumexp as lse
+
+    jax.config.update("jax_enable_x64", False)
+    shapes = [(64, 1000)] + ([] if quick else [(4096, 32000)])
+    ops: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+        "LogSumExp": (lambda v: lse.logsumexp(v, axis=-1), lambda v: jax.nn.logsumexp(v, axis=-1)),
+        "softmax": (lambda v: lse.softmax(v), lambda v: jax.nn.softmax(v)),
+        "grad LogSumExp": (
+            jax.grad(lambda v: lse.logsumexp(v, axis=-1).sum()),
+            jax.grad(lambda v: jax.nn.logsumexp(v, axis=-1).sum()),
+        ),
+    }
+    rows: list[Row] = []
+    for shape in shapes:
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+        rounds = 5 if shape[0] * shape[1] > 10**7 else 15
+        for name, (ours, theirs) in ops.items():
+            fo, ft = jax.jit(ours), jax.jit(theirs)
+            t = time_interleaved({"ours": lambda: fo(x).block_until_ready(), "theirs": lambda: ft(x).block_until_ready()},
+                                 rounds=rounds)
+            rows.append((f"jit {name} {list(shape)} float32", t["ours"].median, t["theirs"].median, ""))
+    x = jnp.zeros((64, 1000), jnp.float32)
+    for name, (ours, theirs) in ops.items():
+        rows.append((f"compile {name} [64, 1000]", _compile_time(ours, x), _compile_time(theirs, x), "lower + compile, median of 5"))
+    rows.append(_jax_dominant_row())
+    return rows
+
+
+def _compile_time(fn: Callable[[Any], Any], x: Any, repeats: int = 5) -> float:
+    """Median seconds to trace and compile ``fn`` at ``x``'s shape (a fresh jit wrapper each time)."""
+    import jax
+
+    out = []
+    for _ in range(repeats):
+        f = jax.jit(lambda v: fn(v))  # a new function object: nothing cached
+        t0 = time.perf_counter()
+        f.lower(x).compile()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def _jax_dominant_row() -> Row:
+    """float64 (x64) LSE([log ½, log ½ + 1e−12]): ours, jax.nn, and the exact value (NumPy face)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import logsumexp as lse
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x = np.array([math.log(0.5), math.log(0.5) + 1e-12])
+        ours = float(jax.jit(lambda v: lse.logsumexp(v))(jnp.asarray(x)))
+        theirs = float(jax.jit(lambda v: jax.nn.logsumexp(v))(jnp.asarray(x)))
+        exact = float(lse.logsumexp(x))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    note = f"values, not times: NumPy face (exact) {exact:.6e}"
+    return ("x64 LSE([log .5, log .5 + 1e-12])", ours, theirs, note)
+
+
+FACES: dict[str, Callable[[bool], list[Row]]] = {"jax": jax_face}
+TITLES = {"jax": ("Faces: JAX", "jax.nn")}
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared table
+# ------------------------------------------------------------------------------------------------
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} µs"
+
+
+def table(rows: list[Row], theirs: str) -> str:
+    body = []
+    for case, ours, other, note in rows:
+        if note.startswith("values"):
+            body.append([case, f"{ours:.6e}", f"{other:.6e}", "", note])
+        else:
+            body.append([case, _fmt_time(ours), _fmt_time(other), f"{ours / other:.2f}×", note])
+    return markdown_table(["case", "ours", theirs, "ours ÷ theirs", "note"], body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--face", choices=sorted(FACES), action="append", help="faces to run (default: all)")
+    ap.add_argument("--quick", action="store_true", help="small shapes only")
+    ap.add_argument("--write", action="store_true", help="write the tables into docs/BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    machine, commit = cpu_model(), git_commit()
+    for face in args.face or list(FACES):
+        title, theirs = TITLES[face]
+        text = f"### {title}\n\n{machine}; commit `{commit}`; medians of interleaved rounds.\n\n" + table(FACES[face](args.quick), theirs)
+        print(text, "\n", flush=True)
+        if args.write:
+            write_between_markers(ROOT / "docs" / "BENCHMARKS.md", f"faces-{face}", text,
+                                  title="## Faces: each against its framework's own op (`benchmarks/faces.py`)")
+
+
+if __name__ == "__main__":
+    main()
