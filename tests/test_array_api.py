@@ -21,7 +21,9 @@ def test_lists_and_scalars_mean_numpy():
 
 def test_namespace_of_each_backend(backend):
     xp = aa.namespace(backend.asarray(np.zeros(2)), None, 1.0)
-    assert xp is backend.xp or backend.name == "jax"
+    # NumPy >= 2.1 is its own Array API namespace (array_api_compat's wrapper costs a new process
+    # ~0.1 s of imports): either is NumPy for the core
+    assert xp is backend.xp or backend.name == "jax" or (aa.is_numpy(xp) and aa.is_numpy(backend.xp))
     assert aa.is_lazy(xp) == backend.lazy
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,12 +23,19 @@ Array = Any  # any Python Array API array (NumPy, PyTorch, Dask, JAX, CuPy, arra
 Axis = int | Sequence[int] | None
 
 
+_NUMPY_IS_ARRAY_API = tuple(int(p) for p in np.__version__.split(".")[:2]) >= (2, 1)
+
+
 def namespace(*arrays: Any) -> Any:
     """The array namespace shared by ``arrays`` (``None`` entries and Python scalars are ignored).
 
     Python lists and scalars alone mean NumPy, as in SciPy.
     """
     real = [a for a in arrays if a is not None and array_api_compat.is_array_api_obj(a)]
+    if _NUMPY_IS_ARRAY_API and all(type(a) is np.ndarray or isinstance(a, np.generic) for a in real):
+        # NumPy >= 2.1 is an Array API namespace itself; array_api_compat's NumPy wrapper clones
+        # every attribute of numpy on import (numpy.testing, f2py, random: ~0.1 s of a new process)
+        return np
     if not real:
         return array_api_compat.array_namespace(np.empty(0))
     try:
@@ -40,8 +48,9 @@ def namespace(*arrays: Any) -> Any:
         raise TypeError(f"inputs come from different array libraries: {err}") from None
 
 
-def as_array(xp: Any, x: Any, name: str) -> Array:
-    """``x`` as an array of namespace ``xp`` (lists and scalars converted), numeric, not complex."""
+def as_array(xp: Any, x: Any, name: str, *, complex_ok: bool = False) -> Array:
+    """``x`` as an array of namespace ``xp`` (lists and scalars converted), numeric, and not
+    complex unless ``complex_ok`` (only ``logsumexp`` takes complex input)."""
     if isinstance(x, np.ndarray) and is_dask(xp):
         x = xp.asarray(x)
     if not array_api_compat.is_array_api_obj(x):
@@ -53,7 +62,9 @@ def as_array(xp: Any, x: Any, name: str) -> Array:
             raise TypeError(f"{name} must hold numbers, got an array of dtype {x.dtype}")
         x = xp.asarray(x)
     if xp.isdtype(x.dtype, "complex floating"):
-        raise TypeError(f"{name} must be real; complex input (dtype {x.dtype}) is not supported")
+        if complex_ok:
+            return x
+        raise TypeError(f"{name} must be real; complex input (dtype {x.dtype}) is not supported here")
     if not (xp.isdtype(x.dtype, "numeric") or xp.isdtype(x.dtype, "bool")):
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
     return x
@@ -99,9 +110,39 @@ def float_dtype(xp: Any, x: Array, dtype: Any = None) -> Any:
 
 
 def promoted(xp: Any, x: Array, w: Array) -> Array:
-    """An empty array of the float dtype that ``x`` and ``w`` promote to (ints → the default float)."""
-    dt = [float_dtype(xp, x), float_dtype(xp, w)]
-    return xp.empty((0,), dtype=xp.result_type(*dt))
+    """An empty array of the float dtype that ``x`` and ``w`` promote to.
+
+    The namespace's own promotion decides (torch and JAX: float32 with int32 is float32; NumPy:
+    float64), as SciPy does; two integer (or bool) dtypes give the default float. A namespace
+    that refuses to promote a float with an integer (array-api-strict) promotes the float with
+    the default float instead.
+    """
+    try:
+        dt = xp.result_type(x.dtype, w.dtype)
+    except TypeError:
+        dt = xp.result_type(float_dtype(xp, x), float_dtype(xp, w))
+    if not xp.isdtype(dt, "real floating"):
+        dt = default_float(xp)
+    return xp.empty((0,), dtype=dt)
+
+
+def broadcast_shape(xp: Any, x: Array, w: Array) -> tuple[int, ...]:
+    """The shape ``x`` and the weights ``w`` broadcast to, or a ValueError naming both."""
+    try:
+        return tuple(xp.broadcast_arrays(x, w)[0].shape)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"b of shape {tuple(w.shape)} does not broadcast against a of shape {tuple(x.shape)}") from err
+
+
+def axis_for_0d(axis: Axis, ndim: int) -> Axis:
+    """``axis`` for an input of ``ndim`` dimensions, where a 0-d input counts as one slice of one
+    entry along axis 0 (or −1), as in SciPy: ``logsumexp(np.array(3.0), axis=0)`` is 3.0."""
+    if ndim != 0:
+        return axis
+    items = axis if isinstance(axis, (tuple, list)) and len(axis) == 1 else (axis,)
+    if _is_int(items[0]) and operator.index(items[0]) in (0, -1):
+        return None
+    return axis
 
 
 def work_dtype(xp: Any, x: Array, out_dtype: Any) -> Any:
@@ -114,7 +155,7 @@ def work_dtype(xp: Any, x: Array, out_dtype: Any) -> Any:
     """
     if is_numpy(xp) and np.dtype(out_dtype).itemsize > 8:
         return out_dtype  # long double stays long double: its extra digits are computed, not invented
-    if _on_cpu(xp, x) and _has_float64(xp):
+    if _on_cpu(xp, x) and _has_float64(xp, x):
         return xp.float64
     if out_dtype == getattr(xp, "float64", None):
         return out_dtype
@@ -141,12 +182,20 @@ def _jax_on_cpu(x: Array) -> bool:
     return all(d.platform == "cpu" for d in x.devices()) if hasattr(x, "devices") else True
 
 
-def _has_float64(xp: Any) -> bool:
+def _has_float64(xp: Any, x: Array) -> bool:
     if array_api_compat.is_jax_namespace(xp):
         import jax
 
         return bool(jax.config.read("jax_enable_x64"))
-    return hasattr(xp, "float64")
+    if not hasattr(xp, "float64"):
+        return False
+    if is_numpy(xp) or array_api_compat.is_torch_namespace(xp) or is_dask(xp):
+        return True
+    # others may have a device without float64 (array-api-strict's "no_float64"): ask the device
+    try:
+        return "float64" in xp.__array_namespace_info__().dtypes(device=device(x))
+    except (AttributeError, TypeError, ValueError):
+        return True
 
 
 def is_lazy(xp: Any) -> bool:
@@ -223,13 +272,19 @@ def check_temperature(temperature: Any) -> float:
     return t
 
 
+def _is_masked(x: Any) -> bool:
+    # no masked array can exist before numpy.ma is imported: do not import it for the check
+    # (numpy.ma costs ~25 ms of a new process)
+    return "numpy.ma" in sys.modules and isinstance(x, np.ma.MaskedArray)
+
+
 def unmask(x: Any, where: Any, name: str) -> tuple[Any, Any]:
     """A NumPy masked array as (its data, ``where`` with its masked entries False); others unchanged.
 
     The data under a mask can be anything (a placeholder, a huge number): it must never be
     computed on, so a reduction reads the mask as ``where``.
     """
-    if not isinstance(x, np.ma.MaskedArray):
+    if not _is_masked(x):
         return x, where
     mask = np.ma.getmaskarray(x)
     keep = ~mask if where is None else np.logical_and(~mask, np.asarray(where))
@@ -239,7 +294,7 @@ def unmask(x: Any, where: Any, name: str) -> tuple[Any, Any]:
 def refuse_masked(**arrays: Any) -> None:
     """TypeError for a NumPy masked array where the function has no way to leave entries out."""
     for name, x in arrays.items():
-        if isinstance(x, np.ma.MaskedArray):
+        if _is_masked(x):
             raise TypeError(
                 f"{name} is a NumPy masked array; its masked entries cannot be left out here. "
                 f"Pass {name}.filled(value) with the value you mean, or np.asarray({name}.data)"
@@ -303,6 +358,35 @@ def log_nonneg(xp: Any, v: Array) -> Array:
     pos = v > 0
     out = xp.log(xp.where(pos, v, 1.0))
     return xp.where(pos, out, xp.where(v == 0, -math.inf, xp.full_like(v, math.nan)))
+
+
+def device(x: Array) -> Any:
+    """The device ``x`` lives on (every new array of a computation is made there)."""
+    return array_api_compat.device(x)
+
+
+def scalar_like(xp: Any, value: float, like: Array) -> Array:
+    """``value`` as a 0-d array of ``like``'s dtype on ``like``'s device (a bare ``xp.asarray``
+    lands on the default device, which ``where`` refuses to mix with another)."""
+    return xp.asarray(value, dtype=like.dtype, device=device(like))
+
+
+def argmax_mask(xp: Any, x: Array, axis: int) -> Array:
+    """True at one maximal entry of each slice of ``x`` along ``axis`` (the first, or the first
+    NaN, as ``argmax`` picks), False elsewhere; shaped like ``x``."""
+    n = x.shape[axis]
+    shape = [1] * x.ndim
+    shape[axis] = n
+    try:
+        k = xp.argmax(x, axis=axis, keepdims=True)
+    except ValueError:
+        # array-api-strict's argmax returns int64 even on a device without it ("no_x64"): the
+        # first index at the maximum (or at a NaN) in the device's own index dtype instead
+        idx = xp.reshape(xp.arange(n, device=device(x)), tuple(shape))
+        top = (x == xp.max(x, axis=axis, keepdims=True)) | xp.isnan(x)
+        k = xp.min(xp.where(top, idx, xp.full_like(idx, n)), axis=axis, keepdims=True)
+        return idx == k
+    return xp.reshape(xp.arange(n, dtype=k.dtype, device=device(x)), tuple(shape)) == k
 
 
 def fill(xp: Any, cond: Array, a: float, b: float, like: Array) -> Array:
