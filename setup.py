@@ -24,7 +24,7 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
     TARGETS["avx2"] = ["-mavx2", "-mfma"]
     TARGETS["avx512"] = ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mprefer-vector-width=512"]
 
-HEADERS = [f"{SRC}/{h}" for h in ("dd.h", "exp.h", "fold.h", "finish.h", "softmax.h", "cols.h", "module.c")]
+HEADERS = [f"{SRC}/{h}" for h in ("dd.h", "exp.h", "fold.h", "finish.h", "softmax.h", "cols.h", "segment.h", "module.c")]
 
 setup(
     ext_modules=[

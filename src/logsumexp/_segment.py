@@ -41,7 +41,7 @@ import array_api_compat
 import numpy as np
 
 from . import _array_api as aa
-from . import _dd
+from . import _cpu, _dd
 from ._state import State, merge, shifted, value
 
 Array = Any
@@ -328,6 +328,9 @@ def _numpy_segment_state(x: np.ndarray, ids: np.ndarray, num_segments: int) -> S
     parts round, and the tail comes back as a double-double. ``lead`` counts the entries at the
     maximum (1 without ties), whose terms are exactly 1 and are kept out of the tail.
     """
+    fast = _cpu.segment_state(x, ids, num_segments) if _cpu.enabled() else None
+    if fast is not None:  # the compiled two-pass kernel, ids in any order
+        return SegmentState(*fast)
     ids = np.asarray(ids, dtype=np.intp)
     xs = np.asarray(x, dtype=np.float64)
     if ids.size > 1 and not bool(np.all(ids[1:] >= ids[:-1])):

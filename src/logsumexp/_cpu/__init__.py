@@ -553,6 +553,23 @@ def cross_entropy_grad_rows(
     return ok
 
 
+def segment_state(x: np.ndarray, ids: np.ndarray, num_segments: int) -> tuple[np.ndarray, ...] | None:
+    """(m, lead, tail, tlo) of every group of axis 0 of ``x`` (float16/32/64; further axes carried),
+    rows going to group ``ids[i]`` (int, in [0, num_segments): the caller checked), or None.
+    ``lead`` counts the entries at the maximum (their terms are exactly 1), ``tail + tlo`` the
+    rest; special groups as in ``_state``. Two passes over the data, ids in any order."""
+    xr = _ready(x)
+    if xr is None or xr.ndim == 0:
+        return None
+    xr = np.ascontiguousarray(xr)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    F = math.prod(xr.shape[1:])
+    shape = (num_segments, *xr.shape[1:])
+    out = tuple(np.empty(num_segments * F) for _ in range(4))
+    _kernels.segment_states(xr, xr.itemsize, xr.shape[0], F, ids, num_segments, *out)
+    return tuple(a.reshape(shape) for a in out)
+
+
 def elementary(which: str, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernels' elementary functions on float64 ``d``, as (hi, lo), for the accuracy tests:
     "exp" (the split exp of the float64 fold), "exp_lo" (the float32 data's exp), "log1p_dd",

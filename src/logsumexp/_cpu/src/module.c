@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "cols.h"
+#include "segment.h"
 #include "softmax.h"
 
 #define STR2(x) #x
@@ -301,6 +302,21 @@ static PyObject *py_ce_rows(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* segment_states(x, isz, N, F, ids, nseg, m, lead, tail, tlo): see segment.h */
+static PyObject *py_segment_states(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *x;
+    const int64_t *ids;
+    double *m, *ld, *t, *tl;
+    int64_t isz, N, F, nseg;
+    if (!parse(args, nargs, "rnnnrnwwww", &bs, &x, &isz, &N, &F, &ids, &nseg, &m, &ld, &t, &tl)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_states(x, (int)isz, N, F, ids, nseg, m, ld, t, tl);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- tests and configuration */
 /* elementary(which, d, hi, lo): 0 exp_split54(d)*2^-54 as (hi, lo); 1 exp_lo(d); 2 log1p_dd(d);
  * 3 exp_dd(d); 4 log1p_dd_exact(d) — for the accuracy tests against mpmath */
@@ -362,6 +378,7 @@ static PyMethodDef methods[] = {
     {"softmax_rows", (PyCFunction)(void (*)(void))py_softmax_rows, METH_FASTCALL, "softmax rows"},
     {"softmax_write_items", (PyCFunction)(void (*)(void))py_softmax_write_items, METH_FASTCALL, "softmax items"},
     {"ce_rows", (PyCFunction)(void (*)(void))py_ce_rows, METH_FASTCALL, "cross-entropy rows"},
+    {"segment_states", (PyCFunction)(void (*)(void))py_segment_states, METH_FASTCALL, "grouped states"},
     {"elementary", (PyCFunction)(void (*)(void))py_elementary, METH_FASTCALL, "elementary functions"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features"},
     {NULL, NULL, 0, NULL},
