@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from _reference import FAMILIES, MP, family_case, mp_lse, ulp_error
 
+from _targets import each_target  # noqa: F401  (fixture)
+
 from logsumexp import _cpu, _dd, _state
 from logsumexp._lse import lse_state
 
@@ -132,8 +134,7 @@ def test_core_state_finished_in_double_double(name: str) -> None:
     """The array core's state (NumPy's exp, pairwise sum) finished by ``value``: the finish no
     longer adds to the error (N(0,1): 0.97 ulp with the core's finish, 0.49 with this one); what
     is left on the dominant families (up to 1.36 ulp on [0, −40×999]) is NumPy's exp itself,
-    whose rounding the 999 equal terms share. (The state path: LSEState, cross-entropy and the
-    smooth maximum; logsumexp itself sums split exps in ``_lse_dd``, tested below.)"""
+    whose rounding the 999 equal terms share."""
     worst = 0.0
     for seed in range(5):
         x, exact = family_case(name, 1000, seed, "float64")
@@ -144,7 +145,7 @@ def test_core_state_finished_in_double_double(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# The array core's NumPy float64 LogSumExp (``_lse_dd``): split exps and the exact recomputation
+# LogSumExp of NumPy arrays against mpmath (the compiled path), and the core's special values
 # ------------------------------------------------------------------------------------------------
 # log p + c for a random probability vector p: LSE = c up to the entries' rounding, while the
 # maximum is near −log n, so m + log1p(tail) cancels (the accuracy report's near-zero families)
@@ -167,46 +168,22 @@ def _core_lse(x: np.ndarray, **kw) -> object:
         return lse.logsumexp(x, **kw)
 
 
-# Before the split exps and the recomputation (float64, n = 1000, seeds 0-4): 1.36 ulp on
-# [0, −40×999], 1.18 on 0 ∪ U(−25, −15), 3.8e3 / 2.5e8 / 9.6e5 ulp on the near-zero families;
-# float32 1.82 on log p + 1e−9. After: at most 0.50 (float64) and 0.48 (float32) everywhere.
+# The array core's NumPy double-double LogSumExp (``_lse_dd``) is gone: NumPy float16/32/64 go to
+# the compiled kernels, whose finish is the same double-double one (dd.h). Their accuracy on
+# these families, the near-zero ones included, is held here under every CPU target; rows and
+# columns in tests/test_accuracy_cpu.py.
 @pytest.mark.parametrize("dtype, bound", [("float64", 1.0), ("float32", 0.51)])
 @pytest.mark.parametrize("name", FAMILIES + tuple(NEAR_ZERO))
-def test_core_lse_against_mpmath(name: str, dtype: str, bound: float) -> None:
+def test_lse_against_mpmath(name: str, dtype: str, bound: float, each_target: str) -> None:
+    import logsumexp as lse
+
     worst = 0.0
     for seed in range(4):
         x, exact = _core_case(name, 1000, seed, dtype)
-        got = _core_lse(x)
+        got = lse.logsumexp(x)
         assert got.dtype == np.dtype(dtype)
         worst = max(worst, ulp_error(got, exact, dtype))
     assert worst <= bound, worst
-
-
-@pytest.mark.parametrize("name", ["[0,-40x999]", "0+U(-25,-15)", "logp+1e-9", "logp-3e-7"])
-def test_core_lse_rows_columns_and_blocks(name: str, monkeypatch) -> None:
-    """Rows, columns (a strided reduced axis) and several axes at once, with blocks of 128
-    elements so that long slices are cut into column blocks: within 1 ulp all the same."""
-    from logsumexp import _lse_dd
-
-    monkeypatch.setattr(_lse_dd, "BLOCK_ELEMENTS", 128)
-    cases = [_core_case(name, 300, seed, "float64") for seed in range(4)]
-    x = np.stack([c[0] for c in cases])
-    exact = [c[1] for c in cases]
-    for got in (_core_lse(x, axis=1), _core_lse(np.ascontiguousarray(x.T), axis=0),
-                _core_lse(np.reshape(x, (4, 20, 15)), axis=(1, 2))):
-        assert max(ulp_error(g, e, "float64") for g, e in zip(got, exact)) <= 1.0
-
-
-def test_core_lse_recomputes_only_the_slices_that_cancel(monkeypatch) -> None:
-    from logsumexp import _lse_dd
-
-    seen = []
-    exact = _lse_dd._exact
-    monkeypatch.setattr(_lse_dd, "_exact", lambda x, *a: seen.append(x.shape) or exact(x, *a))
-    x = np.stack([_core_case("logp+1e-9", 50, 0, "float64")[0], np.zeros(50), np.full(50, -1.0)])
-    got = _core_lse(x, axis=1)
-    assert seen == [(1, 50)]  # [−1]*50 gives −1 + log 50 = 2.9, far from 0: not recomputed
-    assert got[1] == math.log(50) and abs(got[2] - (math.log(50) - 1.0)) <= 5e-16
 
 
 def test_core_lse_special_values_and_sign() -> None:
