@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .._options import CrossEntropyOptions
+from . import _compiled
 
 # 16 MiB of float32 per chunk temporary: out of L2 (2 MiB per core) but well inside the L3 of the
 # Xeon we measured on. Against 2**18-element chunks (L2-sized) it issues 16x fewer small parallel
@@ -108,6 +109,11 @@ def softmax_rows(z: Tensor, out: Tensor | None = None, scale: Tensor | None = No
     """
     if z.shape[-1] == 0:  # no classes: nothing to normalise (and no maximum to take)
         return z.new_empty(z.shape) if out is None else out
+    p = None if z.requires_grad and torch.is_grad_enabled() else _compiled.softmax_last(z, log=False)
+    if p is not None:  # the compiled kernels: one read of z, the same special rows
+        if scale is not None:
+            return torch.mul(p, scale.unsqueeze(-1).to(p.dtype), out=out) if out is not None else p.mul_(scale.unsqueeze(-1))
+        return p if out is None else out.copy_(p)
     m = z.amax(dim=-1, keepdim=True)
     bad = ~torch.isfinite(m)
     special = None
@@ -376,6 +382,9 @@ def cross_entropy_rows(
     logits: Tensor, target: Tensor, weight: Tensor | None, opts: CrossEntropyOptions
 ) -> tuple[Tensor, Tensor]:
     """Per-row losses (0 on ignored rows) and per-row LSE, both in the accumulation dtype."""
+    fast = _compiled_rows(logits, target, weight, opts)
+    if fast is not None:
+        return fast
     n, c = logits.shape
     acc = acc_dtype(logits.dtype)
     rows = logits.new_empty(n, dtype=acc)
@@ -385,6 +394,45 @@ def cross_entropy_rows(
         z = capped(logits[sl], opts.softcap, acc)
         rows[sl], lse[sl] = chunk_forward(z, target[sl], w, opts)
     return rows, lse
+
+
+def _compiled_rows(
+    logits: Tensor, target: Tensor, weight: Tensor | None, opts: CrossEntropyOptions
+) -> tuple[Tensor, Tensor] | None:
+    """Class-target rows without softcap or label smoothing from the compiled kernels' row state
+    (one read of the logits, float64 state), or None where the kernels do not apply.
+
+    ``−log p_t = (m − z_t) + log1p(lead − 1 + tail)``: 0 + the log1p term for the arg max, so a
+    confident prediction keeps its relative accuracy; an all −inf row (lead 0, tail 0) gives
+    +inf, a row with ``k`` entries at +inf ``log k`` on them (``z_t = m``) and +inf elsewhere,
+    a NaN row NaN. The rest is O(rows) work in float64, rounded once to the accumulation dtype.
+    """
+    if target.is_floating_point() or opts.softcap is not None or opts.label_smoothing:
+        return None
+    if weight is None and not opts.z_loss and logits.dtype == torch.float32 and _compiled.takes(logits):
+        # The plain rows in one compiled call (loss and LSE per row; special rows left to torch).
+        rows = logits.new_empty(logits.shape[0])
+        lse = logits.new_empty(logits.shape[0])
+        if _compiled_chunk(logits, target, None, opts, rows, lse):
+            return rows, lse
+    st = _compiled.state_last(logits)
+    if st is None:
+        return None
+    m, lead, tail = st
+    log1p_s = torch.log1p((lead - 1.0) + tail)
+    lse = m + log1p_s
+    valid = target != opts.ignore_index
+    tc = torch.where(valid, target, 0)
+    z_t = logits.detach().gather(-1, tc.unsqueeze(-1)).squeeze(-1).to(torch.float64)
+    nll = torch.where(z_t == m, 0.0, m - z_t) + log1p_s
+    nll = torch.where(m == -math.inf, math.inf, nll)
+    if weight is not None:
+        w_t = weight.detach().to(torch.float64)[tc]
+        nll = torch.where(w_t == 0, 0.0, nll * w_t)  # weight 0 adds 0 even where −log p = +inf
+    if opts.z_loss:
+        nll = nll + opts.z_loss * lse.square()
+    acc = acc_dtype(logits.dtype)
+    return nll.masked_fill_(~valid, 0.0).to(acc), lse.to(acc)
 
 
 def cross_entropy_rows_backward(
@@ -686,6 +734,9 @@ def _rows2d(x: Tensor) -> Tensor:
 
 def logsumexp_last(x: Tensor) -> Tensor:
     """LSE over the last dimension in the accumulation dtype (shape ``x.shape[:-1]``)."""
+    fast = _compiled.lse_last(x)  # float32/float64 CPU: the compiled kernels, rounded once
+    if fast is not None:
+        return fast
     acc = acc_dtype(x.dtype)
     x2 = _rows2d(x)
     out = x2.new_empty(x2.shape[0], dtype=acc)
@@ -740,6 +791,9 @@ def logsumexp_last_backward_differentiable(g: Tensor, x: Tensor, lse: Tensor) ->
 
 def softmax_last(x: Tensor, log: bool) -> Tensor:
     """Softmax (division form ``exp(t)/Σexp(t)``) or log-softmax (``t − log1p(Σ_{i≠k} exp t_i)``)."""
+    fast = _compiled.softmax_last(x, log)  # float32/float64 CPU: the compiled kernels
+    if fast is not None:
+        return fast.contiguous()  # the kernels keep x's layout; the operator promises rows
     acc = acc_dtype(x.dtype)
     x2 = _rows2d(x)
     out = x2.new_empty(x2.shape)

@@ -24,7 +24,9 @@ Operator schemas are flat (a schema cannot take a dataclass): each op rebuilds t
 from typing import Any, Optional
 
 import torch
+import torch._functorch.utils
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from . import _cpu_impl as C
 from .._options import CrossEntropyOptions
@@ -79,9 +81,24 @@ def _autograd(op: Any, function: type) -> Any:
     torch.library.register_autograd(op, function.backward, setup_context=function.setup_context)
 
     def call(*args: Any) -> Any:
-        return op(*args) if torch.compiler.is_compiling() else function.apply(*args)
+        if torch.compiler.is_compiling():
+            return op(*args)
+        if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
+            return function.apply(*args)  # functorch's (and forward mode's) own handling
+        if not (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)):
+            return _call(op, *args)  # nothing to differentiate: no graph node to build
+        # Function.apply without its per-call ``inspect.signature`` binding (tens of µs): the
+        # arguments are always passed in full, and no functorch transform is active here.
+        return _base_apply(function, *args)
 
     return call
+
+
+def _base_apply(function: type, *args: Any) -> Any:
+    """``function.apply(*args)`` outside functorch transforms, as torch's own ``Function.apply``
+    does there once it has bound the default arguments (dead functorch wrappers unwrapped)."""
+    args = torch._functorch.utils.unwrap_dead_wrappers(args)
+    return super(torch.autograd.Function, function).apply(*args)  # type: ignore[misc]
 
 
 def _building_graph() -> bool:

@@ -15,7 +15,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import _checks, _func_impl, _ops
+from . import _checks, _compiled, _func_impl, _ops
 from ._cpu_impl import acc_dtype
 from .._options import CrossEntropyOptions, Reduction
 
@@ -385,7 +385,14 @@ def logsumexp(
         raise TypeError(f"keepdim must be a bool, got {type(keepdim).__name__}")
     t = _real_input("x", x)
     dims = _dims(dim, t.ndim)
-    result = _logsumexp_dims(t, dims, keepdim)
+    # Eager CPU float32/float64 without a graph to record: the compiled kernels read the tensor
+    # in place, any dims at once (no permute, no operator dispatch).
+    result = None if _compiled.needs_graph(t) else _compiled.lse_dims(t, dims)
+    if result is not None:
+        if keepdim:
+            result = result.reshape([1 if d in dims else n for d, n in enumerate(t.shape)])
+    else:
+        result = _logsumexp_dims(t, dims, keepdim)
     return result if out is None else _write_out(out, result)
 
 
@@ -436,6 +443,10 @@ def _as_rows(src: Tensor) -> Tensor:
 
 def _softmax(x: Tensor, dim: int, log: bool, dtype: torch.dtype | None = None) -> Tensor:
     t, d = _last_dim("x", x, dim, dtype)
+    # Eager CPU float32/float64 without a graph to record: the compiled kernels along dim in place.
+    fast = None if _compiled.needs_graph(t) else _compiled.softmax_dims(t, (d,), log)
+    if fast is not None:
+        return fast
     src = t.reshape(1) if t.ndim == 0 else t.movedim(d, -1)
     rows = _as_rows(src)
     triton_face = _rows_backend(rows)
