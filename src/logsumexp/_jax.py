@@ -137,6 +137,8 @@ def _log_probs(st: _Stats) -> Array:
     import jax.numpy as jnp
 
     log_total = jnp.where(st.total == 0, 0.0, st.log_total)  # all −inf: −inf − 0, not −inf − (−inf)
+    # k entries at +inf: −log k exactly as log gives it (the two-part sum can land an ulp away)
+    log_total = jnp.where(st.posinf, jnp.log(st.total), log_total)
     out = st.y - log_total
     # a finite entry of a +inf slice is −inf (the cap left it at about −max, not −inf)
     return jnp.where(st.posinf & (st.y < 0), -math.inf, out)
