@@ -41,7 +41,7 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
         {"_state"},
         {"_lse_dd", "_softmax_dd"},
         {"_reduce", "_jax"},
-        {"_lse", "_elementwise", "_softmax", "_cross_entropy", "_segment"},
+        {"_lse", "_complex", "_elementwise", "_softmax", "_cross_entropy", "_segment"},
         {"_lse_state"},
         {""},  # the package itself
     )

@@ -443,3 +443,21 @@ def test_masked_array_entries_get_probability_zero(np_backend):
     lg = lse.log_softmax(x)
     assert lg[2] == -math.inf
     np.testing.assert_allclose(lg[:2], np.log([1 / (1 + e), e / (1 + e)]), rtol=1e-15)
+
+
+def test_issue20_softmax_of_a_scalar_is_one_as_in_scipy(backend):
+    """scipy's test_softmax_scalar / test_log_softmax_scalar: a 0-d input is one slice of one."""
+    x = backend.asarray(np.array(3.0))
+    assert backend.to_numpy(lse.softmax(x)) == 1.0
+    assert backend.to_numpy(lse.log_softmax(x)) == 0.0
+    assert lse.softmax(1000) == 1.0 and lse.log_softmax(1.0) == 0.0
+    assert np.isnan(lse.softmax(np.nan))
+
+
+def test_issue20_axis_none_gives_scipys_default():
+    """The documented difference: our default is axis=-1; axis=None is SciPy's whole-array softmax."""
+    sp = pytest.importorskip("scipy.special", reason="compares with the package 'scipy'")
+    x = np.arange(4.0).reshape(2, 2)
+    np.testing.assert_allclose(lse.softmax(x, axis=None), sp.softmax(x), rtol=4e-16, atol=0)
+    np.testing.assert_allclose(lse.log_softmax(x, axis=None), sp.log_softmax(x), rtol=4e-16, atol=0)
+    np.testing.assert_allclose(lse.softmax(x), sp.softmax(x, axis=-1), rtol=4e-16, atol=0)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from . import _array_api as aa
 from . import _jax
-from ._reduce import fast_numpy_lse, fast_numpy_lse_weighted, lse_state, lse_value, mask_zero_weights
+from . import _complex
+from ._reduce import fast_numpy_lse, fast_numpy_lse_weighted, lse_state, lse_value
 from ._state import divide_by_temperature, shifted, times_temperature, value
+from . import _cpu
 
 Array = Any
 
@@ -89,15 +93,23 @@ def logsumexp(
     >>> lse.logsumexp([0.0, 0.0], b=[1.0, -2.0], return_sign=True)
     (np.float64(0.0), np.float64(-1.0))
     """
-    if type(a) is np.ndarray and where is None and dtype is None:
+    if type(a) is np.ndarray and where is None and dtype is None and a.dtype.kind != "c":
         # The common NumPy calls in one compiled step (a masked array is not exactly np.ndarray).
+        axis = aa.axis_for_0d(axis, a.ndim)
         if b is None:
             fast = None if return_sign else fast_numpy_lse(a, axis, keepdims)
         else:
-            fast = fast_numpy_lse_weighted(a, b, axis, keepdims, return_sign) if type(b) is np.ndarray else None
+            weights_ok = type(b) is np.ndarray and b.dtype.kind != "c"
+            fast = fast_numpy_lse_weighted(a, b, axis, keepdims, return_sign) if weights_ok else None
+        if fast is not None:
+            return fast
+    elif b is None and where is None and dtype is None and not return_sign and is_torch_tensor(a):
+        fast = _torch_lse(a, axis, keepdims)  # CPU float32/float64: the compiled kernels, no copy
         if fast is not None:
             return fast
     xp = aa.namespace(a, b, where)
+    if _complex.is_complex_input(xp, a, b):  # never reaches the compiled kernels
+        return _complex.logsumexp(xp, a, axis, b, keepdims, return_sign, where, dtype)
     x, w, axes, out_dtype = _prepare_lse(xp, a, axis, b, where, dtype)
     if w is None and not return_sign and axes and _jax.is_jax_array(x):  # JAX: the native path (_jax.py)
         return _jax.logsumexp(x, axes, keepdims, out_dtype)
@@ -126,22 +138,15 @@ def _prepare_lse(
     if not xp.isdtype(x.dtype, "real floating"):
         x = xp.astype(x, out_dtype)
     if w is not None:
-        shape = _broadcast_shape(xp, x, w)
+        shape = aa.broadcast_shape(xp, x, w)
         x = aa.broadcast_to_shape(xp, x, shape, "a", "the broadcast of a and b")
         w = aa.broadcast_to_shape(xp, w, shape, "b", "a")
         # weighted inputs are copied by the masking below anyway: promote both to the result dtype
         x, w = xp.astype(x, out_dtype), xp.astype(w, out_dtype)
-        x = mask_zero_weights(xp, x, w)
+        x = xp.where(w == 0, aa.scalar_like(xp, -math.inf, x), x)  # a zero weight removes its term, even at ±inf
     x = aa.apply_where(xp, x, where)
-    axes = aa.normalize_axis(axis, x.ndim)
+    axes = aa.normalize_axis(aa.axis_for_0d(axis, x.ndim), x.ndim)
     return x, w, axes, out_dtype
-
-
-def _broadcast_shape(xp: Any, x: Array, w: Array) -> tuple[int, ...]:
-    try:
-        return tuple(xp.broadcast_arrays(x, w)[0].shape)
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"b of shape {tuple(w.shape)} does not broadcast against a of shape {tuple(x.shape)}") from err
 
 
 def _finish(xp: Any, out: Array, axes: tuple[int, ...], keepdims: bool, out_dtype: Any) -> Any:
@@ -214,3 +219,65 @@ def _smooth(x: Any, axis: aa.Axis, temperature: float, keepdims: bool, sign: flo
         out = xp.reshape(m, tuple(log_rest.shape)) + times_temperature(xp, log_rest, t)
         out = -out if sign < 0 else out
     return _finish(xp, out, axes, keepdims, out_dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch tensors (issue 21): CPU float32/float64 through the compiled kernels, without a copy
+# ------------------------------------------------------------------------------------------------
+# The torch face's differentiable LogSumExp / softmax, registered by ``logsumexp.torch`` when it is
+# imported (the core never imports the face): keys "logsumexp" (t, axes, keepdims) and "softmax"
+# (t, axis, log). Without them a tensor that needs a graph takes the generic Array API path.
+TORCH_FACE: dict[str, Callable[..., Any]] = {}
+
+
+def register_torch_face(name: str, fn: Callable[..., Any]) -> None:
+    """Let the array core hand torch tensors that need a graph to the torch face's ``name``."""
+    TORCH_FACE[name] = fn
+
+
+def is_torch_tensor(a: Any) -> bool:
+    """``a`` is exactly a torch.Tensor or Parameter (no subclass: fake and traced tensors are
+    subclasses), read without importing torch (it is imported wherever such a tensor exists)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and type(a) in (torch.Tensor, torch.nn.Parameter)
+
+
+def torch_kernel_view(t: Any) -> tuple[np.ndarray | None, bool]:
+    """(NumPy view of ``t``'s memory or None, whether a graph must be recorded) for a CPU
+    float32/float64 tensor the compiled kernels can read in place; (None, False) otherwise
+    (another dtype or device, 0-d or empty, a ``torch.func`` wrapper, a traced call)."""
+    import torch  # only reached for a torch tensor: torch is already imported
+
+    if (
+        t.dtype not in (torch.float32, torch.float64) or not t.is_cpu or t.layout != torch.strided
+        or t.ndim == 0 or t.numel() == 0 or torch._C._functorch.is_functorch_wrapped_tensor(t)
+        or torch.compiler.is_compiling() or not _cpu.enabled()
+    ):
+        return None, False
+    graph = (t.requires_grad and torch.is_grad_enabled()) or torch.autograd.forward_ad._current_level >= 0
+    if graph:
+        return None, True
+    try:
+        return t.detach().numpy(), False
+    except (RuntimeError, TypeError):  # a negative- or conjugate-bit view: torch refuses a view
+        return None, False
+
+
+def _torch_lse(t: Any, axis: aa.Axis, keepdims: bool) -> Any:
+    """LogSumExp of a torch tensor over ``axis`` from the kernels (or the torch face when a graph
+    is needed), or None for the generic path."""
+    view, graph = torch_kernel_view(t)
+    if view is None and not (graph and "logsumexp" in TORCH_FACE):
+        return None
+    axes = aa.normalize_axis(axis, t.ndim)  # the core's own axis errors
+    if not axes:
+        return None
+    if view is None:
+        return TORCH_FACE["logsumexp"](t, axes, keepdims)
+    out = _cpu.lse_value(view, axes)
+    if out is None:
+        return None
+    import torch
+
+    res = torch.from_numpy(np.asarray(out))
+    return res.reshape([1 if d in axes else n for d, n in enumerate(t.shape)]) if keepdims else res

@@ -64,6 +64,7 @@ class LSEState:
         self._state: State | None = None  # None: the identity, shape not yet known
         self._xp: Any = None
         self._dtype: Any = None  # the result dtype: the chunks' promoted float dtype
+        self._reduction: tuple[int, tuple[int, ...]] | None = None  # (chunk ndim, reduced axes)
 
     def update(self, chunk: Any, b: Any = None) -> LSEState:
         """Fold ``chunk`` (optionally weighted by ``b``) into the state; returns ``self``.
@@ -72,17 +73,38 @@ class LSEState:
         xp = aa.namespace(chunk, b)
         x, weights, axes, out_dtype = _prepare_lse(xp, chunk, self.axis, b, None, None)
         self._absorb(xp, lse_state(xp, x, axes, weights), out_dtype)
+        self._reduction = self._reduction or (x.ndim, axes)
         return self
 
     def merge(self, other: LSEState) -> LSEState:
-        """A new state holding the terms of both ``self`` and ``other``."""
+        """Fold the terms of ``other`` into this state, in place, and return ``self`` (as
+        :meth:`update` does), so ``for st in states: total.merge(st)`` accumulates.
+
+        ``other`` is left unchanged. Both must reduce the same way: states whose chunks were
+        reduced over different axes, or that keep different shapes, raise ValueError. To keep
+        ``self`` too, merge into a fresh state: ``LSEState(a.axis).merge(a).merge(b)``.
+        """
         if not isinstance(other, LSEState):
             raise TypeError(f"other must be an LSEState, got {type(other).__name__}")
-        out = LSEState(self.axis)
-        out._xp, out._state, out._dtype = self._xp, self._state, self._dtype
+        self._check_same_reduction(other)
         if other._state is not None:
-            out._absorb(other._xp, other._state, other._dtype)
-        return out
+            self._absorb(other._xp, other._state, other._dtype)
+            self._reduction = self._reduction or other._reduction
+        return self
+
+    def _check_same_reduction(self, other: LSEState) -> None:
+        """ValueError unless ``self`` and ``other`` reduce the same axes of chunks of one rank."""
+        mine, theirs = self._reduction, other._reduction
+        if mine is not None and theirs is not None:
+            same = mine == theirs
+        else:  # at most one side has seen a chunk: compare the axes as given, read at its rank
+            ndim = (mine or theirs or (None, None))[0]
+            same = _axes_key(self.axis, ndim) == _axes_key(other.axis, ndim)
+        if not same:
+            raise ValueError(
+                f"cannot merge LSEState(axis={other.axis!r}) {_describe(other)} into "
+                f"LSEState(axis={self.axis!r}) {_describe(self)}: they reduce different axes"
+            )
 
     def _absorb(self, xp: Any, new: State, dtype: Any) -> None:
         if self._state is None:
@@ -138,13 +160,33 @@ class LSEState:
                 import dask
 
                 state = tuple(np.asarray(a) for a in dask.compute(*state))
-        return {"axis": self.axis, "state": state, "dtype": self._dtype}
+        return {"axis": self.axis, "state": state, "dtype": self._dtype, "reduction": self._reduction}
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         self.axis = d["axis"]
+        self._reduction = d.get("reduction")
         self._state = None if d["state"] is None else State(*d["state"])
         self._xp = aa.namespace(*self._state) if self._state is not None else None
         self._dtype = d.get("dtype")
+
+
+def _axes_key(axis: aa.Axis, ndim: int | None) -> Any:
+    """``axis`` normalized for chunks of rank ``ndim`` (unknown: as a tuple of ints, or None)."""
+    if ndim is not None:
+        try:
+            return aa.normalize_axis(aa.axis_for_0d(axis, ndim), ndim)
+        except (TypeError, ValueError, IndexError):
+            return ("invalid", repr(axis))
+    if axis is None:
+        return None
+    return (axis,) if isinstance(axis, int) else tuple(axis)
+
+
+def _describe(s: LSEState) -> str:
+    if s._reduction is None:
+        return "(no chunk yet)"
+    ndim, axes = s._reduction
+    return f"(chunks of {ndim} dimensions reduced over axes {axes}, kept shape {tuple(s._state.m.shape)})"
 
 
 def _convert(xp: Any, s: State) -> State:

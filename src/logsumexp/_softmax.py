@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _array_api as aa
-from . import _jax
+from . import _cpu, _jax
+from ._lse import TORCH_FACE, is_torch_tensor, torch_kernel_view
 from ._reduce import normalized
 from ._state import divide_by_temperature, shifted
 
@@ -29,8 +32,12 @@ def softmax(
     Parameters
     ----------
     x : array_like
-    axis : int or tuple of ints
-        Axes that sum to one (default: the last, the ML convention).
+    axis : int, tuple of ints or None
+        Axes that sum to one. Default ``-1``: each slice along the last axis is one distribution
+        (the ML convention, JAX's and PyTorch's). **This differs from** :func:`scipy.special.softmax`,
+        whose default ``axis=None`` takes the whole array as one distribution: pass ``axis=None``
+        for SciPy's behaviour. The two agree on 1-D input. A 0-d input is one slice of one entry,
+        as in SciPy: ``softmax(3.0)`` is 1.0.
     where : array_like of bool, optional
         Entries that take part; the others get probability 0.
     temperature : float
@@ -48,6 +55,15 @@ def softmax(
     [0.  0.5 0.5]
     >>> print(lse.softmax(np.array([-np.inf, -np.inf])))
     [0. 0.]
+    >>> x = np.array([[0.0, 0.0], [0.0, 0.0]])
+    >>> print(lse.softmax(x))              # default axis=-1: each row sums to 1
+    [[0.5 0.5]
+     [0.5 0.5]]
+    >>> print(lse.softmax(x, axis=None))   # SciPy's default: the whole array sums to 1
+    [[0.25 0.25]
+     [0.25 0.25]]
+    >>> print(lse.softmax(3.0))
+    1.0
     """
     return _normalize(x, axis, where, temperature, dtype, log=False)
 
@@ -67,6 +83,17 @@ def log_softmax(
     Special values per slice: all −inf, all masked or empty → all −inf; ``k`` entries +inf →
     ``−log k`` on them and −inf elsewhere; any NaN → NaN in that slice only.
 
+    Parameters
+    ----------
+    x : array_like
+    axis : int, tuple of ints or None
+        Axes along which ``exp(result)`` sums to one. Default ``-1`` (the last axis, the ML
+        convention). **This differs from** :func:`scipy.special.log_softmax`, whose default
+        ``axis=None`` normalizes over the whole array: pass ``axis=None`` for SciPy's behaviour.
+        A 0-d input is one slice of one entry, as in SciPy: ``log_softmax(3.0)`` is 0.0.
+    where, temperature, dtype
+        As in :func:`softmax`.
+
     Examples
     --------
     >>> import numpy as np
@@ -76,12 +103,26 @@ def log_softmax(
     >>> y = np.concatenate([[0.0], np.full(999, -40.0)])
     >>> print(f"{lse.log_softmax(y)[0]:.12e}")
     -4.244105901036e-15
+    >>> print(lse.log_softmax(np.zeros((2, 2)), axis=None))   # SciPy's default: log(1/4) each
+    [[-1.38629436 -1.38629436]
+     [-1.38629436 -1.38629436]]
     """
     return _normalize(x, axis, where, temperature, dtype, log=True)
 
 
 def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any, log: bool) -> Any:
     """Validate once, then hand the masked, scaled input to the one reduction (``_reduce``)."""
+    if where is None and dtype is None and type(temperature) in (float, int) and temperature == 1:
+        if type(x) is np.ndarray and x.ndim and x.dtype.char in "fd":
+            # The common NumPy call straight to the kernels: no namespace, promotion or masking
+            # to work out (a masked array is not exactly np.ndarray).
+            fast = _cpu.softmax_axes(x, _one_axis(axis, x.ndim), log)
+            if fast is not None:
+                return fast
+        elif is_torch_tensor(x):
+            fast = _torch_softmax(x, axis, log)  # CPU float32/float64: the compiled kernels, no copy
+            if fast is not None:
+                return fast
     t = aa.check_temperature(temperature)
     x, where = aa.unmask(x, where, "x")
     xp = aa.namespace(x, where)
@@ -90,12 +131,21 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
     if not xp.isdtype(arr.dtype, "real floating"):
         arr = xp.astype(arr, out_dtype)
     arr = aa.apply_where(xp, arr, where)
+    if arr.ndim == 0:  # one slice of one entry, as SciPy reads a 0-d input: softmax(3.0) is 1.0
+        aa.normalize_axis(aa.axis_for_0d(axis, 0), 0)  # any other axis is refused as for 0-d
+        out = _normalize(xp.reshape(arr, (1,)), 0, None, t, out_dtype, log)
+        return _scalar(xp, xp.reshape(out, ()))
     axes = aa.normalize_axis(axis, arr.ndim)
     if t != 1.0 and 0 not in arr.shape:  # an empty input has nothing to scale
         arr = _scaled(xp, arr, axes, t)
     if axes and _jax.is_jax_array(arr):  # JAX: the native path (_jax.py)
         return _jax.softmax(arr, axes, log, out_dtype)
     return normalized(xp, arr, axes, log, out_dtype)
+
+
+def _scalar(xp: Any, out: Array) -> Any:
+    """A NumPy 0-d result as a NumPy scalar (as SciPy returns for a scalar input)."""
+    return out[()] if aa.is_numpy(xp) else out
 
 
 def _scaled(xp: Any, arr: Array, axes: tuple[int, ...], t: float) -> Array:
@@ -111,3 +161,30 @@ def _scaled(xp: Any, arr: Array, axes: tuple[int, ...], t: float) -> Array:
     m = xp.max(arr, axis=axes, keepdims=True)
     with aa.quiet_fp():
         return divide_by_temperature(xp, shifted(xp, arr, m), t)
+
+
+def _one_axis(axis: aa.Axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` as sorted non-negative axes: an in-range int directly, anything else through
+    :func:`~logsumexp._array_api.normalize_axis` (which raises the core's errors)."""
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)
+    return aa.normalize_axis(axis, ndim)
+
+
+def _torch_softmax(t: Any, axis: aa.Axis, log: bool) -> Any:
+    """softmax / log_softmax of a torch tensor over ``axis`` from the kernels (or the torch face
+    for one axis when a graph is needed), or None for the generic path."""
+    view, graph = torch_kernel_view(t)
+    if view is None and not (graph and "softmax" in TORCH_FACE):
+        return None
+    axes = aa.normalize_axis(axis, t.ndim)  # the core's own axis errors
+    if not axes:
+        return None
+    if view is None:
+        return TORCH_FACE["softmax"](t, axes[0], log) if len(axes) == 1 else None
+    out = _cpu.softmax_axes(view, axes, log)
+    if out is None:
+        return None
+    import torch
+
+    return torch.from_numpy(out)

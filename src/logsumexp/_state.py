@@ -67,7 +67,7 @@ def block_state(xp: Any, x: Array, axis: int, b: Array | None = None) -> State:
         zero = xp.sum(x, axis=axis)
         return State(zero - math.inf, zero, zero)
     m = xp.max(x, axis=axis, keepdims=True)
-    leader = _index_along(xp, x, axis) == xp.argmax(x, axis=axis, keepdims=True)
+    leader = aa.argmax_mask(xp, x, axis)
     if not aa.is_numpy(xp):  # NumPy has no autodiff: the plain max is the same number
         m = _differentiable_max(xp, x, m, leader, axis)
     e = xp.exp(shifted(xp, x, m))
@@ -201,20 +201,6 @@ def times_temperature(xp: Any, v: Array, t: float) -> Array:
         v = xp.where(v > float(info.max) / t, xp.full_like(v, math.inf), v)
     # ±inf stays as it is: a backend that flushes a subnormal T to 0 would give −inf · 0 = NaN.
     return xp.where(xp.isfinite(v), v * t, v)
-
-
-def _index_along(xp: Any, x: Array, axis: int) -> Array:
-    """0, 1, …, n−1 along ``axis``, shaped to broadcast against ``x``."""
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    idx = xp.arange(x.shape[axis], device=_device(xp, x))
-    return xp.reshape(idx, tuple(shape))
-
-
-def _device(xp: Any, x: Array) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(x)
 
 
 def _scale(xp: Any, m: Array, big: Array) -> Array:

@@ -57,7 +57,7 @@ from . import _dd
 from ._reduce import lse_state, mask_zero_weights
 from ._state import State, merge, softmax_from_state, value
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["cross_entropy", "log_softmax", "logsumexp", "softmax"]
 
 # The state of every slice travels between tasks as one structured array in the core's working
 # dtype on a CPU (float64, or long double for long double input, as the NumPy path computes it):
@@ -262,6 +262,7 @@ def logsumexp(
     keepdims: bool = False,
     return_sign: bool = False,
     *,
+    where: Any = None,
     split_every: int | dict[int, int] | None = None,
 ) -> da.Array | tuple[da.Array, da.Array]:
     r"""``log(sum(b * exp(x)))`` over ``axis`` of a Dask array, in one pass over the data.
@@ -296,6 +297,9 @@ def logsumexp(
         Also return the sign of the sum (+1, −1, 0 or NaN); without it a negative sum gives NaN.
         Both results are maps of one reduction: computed together (``dask.compute(res, sgn)``)
         they read the input once.
+    where : dask.array.Array or array_like of bool, optional
+        Only entries where True take part (the others vanish, like −inf); broadcast against
+        ``x`` and rechunked to its chunks, as in :func:`logsumexp.logsumexp`.
     split_every : int or dict, optional
         Fan-in of Dask's tree reduction (as in Dask's own reductions).
 
@@ -327,14 +331,34 @@ def logsumexp(
     ...                           return_sign=True)
     >>> print(res.compute(), sgn.compute())     # log|1 + 1 - 1 - 2| = 0, sign -1
     0.0 -1.0
+    >>> print(lsed.logsumexp(da.zeros(4, chunks=2), where=np.array([True, True, False, False])).compute())
+    0.6931471805599453
     """
     arr = _as_dask(x, "x")
     w = None if b is None else _as_dask(b, "b")
     out_dtype = _float_dtype(arr.dtype) if w is None else _float_dtype(arr.dtype, w.dtype)
     if w is not None:
         arr, w = _broadcast(arr, w)
-    axes = aa.normalize_axis(axis, arr.ndim)
+    if where is not None:
+        arr = _masked(arr, where, out_dtype)
+    axes = aa.normalize_axis(aa.axis_for_0d(axis, arr.ndim), arr.ndim)
     return _lse_graph(arr, axes, w, keepdims, return_sign, split_every, out_dtype)
+
+
+def _masked(arr: da.Array, where: Any, out_dtype: np.dtype) -> da.Array:
+    """``arr`` (as float) with −inf where the boolean mask ``where`` is False: those entries vanish."""
+    mask = _as_dask(where, "where")
+    if mask.dtype.kind != "b":
+        raise TypeError(f"where must be a boolean mask, got dtype {mask.dtype}")
+    try:
+        mask = da.broadcast_to(mask, arr.shape) if mask.shape != arr.shape else mask
+    except ValueError:
+        raise ValueError(f"where of shape {mask.shape} does not broadcast to the input's shape {arr.shape}") from None
+    if mask.chunks != arr.chunks:
+        mask = mask.rechunk(arr.chunks)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(out_dtype)
+    return da.where(mask, arr, -np.inf)
 
 
 def _lse_graph(
@@ -504,3 +528,46 @@ def _normalize_block(x: np.ndarray, st: np.ndarray, *, log: bool, out_dtype: np.
             dl = np.where(np.isfinite(dh) & np.isfinite(m), dl, 0.0)
             out = out + dl if log else out + out * dl
     return out.astype(out_dtype, copy=False)
+
+
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    axis: int = -1,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    num_items: float | None = None,
+) -> da.Array:
+    r"""Cross-entropy of a Dask array of logits (lazy): :func:`logsumexp.cross_entropy`'s
+    signature and semantics (class indices or probabilities, ``weight``, ``ignore_index``,
+    ``label_smoothing``, ``num_items``, the three reductions), on Dask.
+
+    .. math:: \ell_i = \mathrm{LSE}(x_i) - x_{i t_i}
+              = (m_i - x_{i t_i}) + \operatorname{log1p}\Big(\sum_{j \ne k} e^{x_{ij} - m_i}\Big).
+
+    The row statistics ``(m, tail)`` come from the same one-pass reduction as :func:`logsumexp`
+    (each chunk's state, merged along the class axis, no separate max pass); the target's logit
+    is read from the same chunk tasks, so each input chunk is computed once. A class index out
+    of range cannot raise inside a lazy graph: that row's loss is NaN (and so is the mean).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import logsumexp.dask as lsed
+    >>> x = da.from_array(np.array([[1000.0, 1000.0, 1000.0], [0.0, 0.0, 0.0]]), chunks=(1, 2))
+    >>> print(float(lsed.cross_entropy(x, np.array([0, 2])).compute()))    # log 3
+    1.0986122886681098
+    """
+    from ._cross_entropy import cross_entropy as core_cross_entropy
+
+    arr = _as_dask(logits, "logits")
+    tgt = _as_dask(target, "target")
+    w = None if weight is None else np.asarray(weight.compute() if isinstance(weight, da.Array) else weight)
+    out = core_cross_entropy(
+        arr, tgt, axis, weight=w, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, num_items=num_items,
+    )
+    return out if isinstance(out, da.Array) else da.asarray(out)
