@@ -16,6 +16,12 @@ from .modules import CrossEntropyLoss, LinearCrossEntropyLoss
 from .segment import segment_log_softmax, segment_logsumexp, segment_softmax
 from ._kl import kl_div_logits, linear_kl_div
 from ._log_probs import linear_log_probs, log_probs
+from .. import _lse
+
+# The array core hands torch tensors that need a graph (lse.logsumexp(t) with t.requires_grad) to
+# this face's differentiable operators; it never imports the face itself.
+_lse.register_torch_face("logsumexp", lambda t, axes, keepdims: logsumexp(t, axes, keepdims))
+_lse.register_torch_face("softmax", lambda t, axis, log: (log_softmax if log else softmax)(t, axis))
 
 __all__ = [
     "CrossEntropyLoss",
