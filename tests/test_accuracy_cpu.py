@@ -74,12 +74,7 @@ def test_near_zero_results_keep_relative_accuracy(target: float) -> None:
 # its normal entries (before this round: 2.76 and 2.3 ulp at scale 10; the tail lost
 # powers of two rounded away 53 binades below a lane's sum, and each softmax entry rounded its
 # exp twice). Rows up to 65536 contiguous entries (the scratch-row kernel).
-_SHIFT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "kernel accuracy (reported): the fold's tail uses the rounded x_i - m (not put back as "
-    "write_normalized does), and the lane holding the maximum sums its tiny terms' low parts "
-    "uncompensated: log_softmax's top entry -log1p(tail) is 0.83-3.3 ulp off here"))
-_PER_ENTRY = [pytest.param(name, scale, id=f"{scale}-{name}",
-                           marks=[_SHIFT_BUG] if (name, scale) in {("0+U(-25,-15)", 3.0), ("[0,-40x999]", 3.0), ("[0,-40x999]", 10.0)} else [])
+_PER_ENTRY = [pytest.param(name, scale, id=f"{scale}-{name}")
               for scale in (1.0, 3.0, 10.0) for name in ("N(0,1)", "0+U(-25,-15)", "[0,-40x999]", "U(-700,700)", "1000+N(0,1)")]
 
 
@@ -121,9 +116,6 @@ def test_softmax_over_strided_and_several_axes_per_entry(axes) -> None:
         assert max(ulp_error(g, MP.exp(e), "float64") for g, e in zip(sm, exact) if g >= tiny) <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel accuracy (reported): the tail's terms use the rounded x_i - m (1.8e-15 off at "
-    "|x_i - m| = 10), so -log1p(tail) is up to 7.06 ulp off (row 345); 169 of 1000 rows above 1 ulp"))
 def test_log_softmax_short_rows_whose_tail_is_far_below_the_maximum() -> None:
     """7-entry N(0,1)·10 rows: some tails are ~1e-16, made of terms 36 below the maximum, whose
     x_i − m rounds; the top entry −log1p(tail) then carried that rounding (17.7 ulp on row 973
@@ -139,9 +131,6 @@ def test_log_softmax_short_rows_whose_tail_is_far_below_the_maximum() -> None:
     assert max(ulp_error(g, e, "float64") for g, e in zip(got[973], mp_log_softmax(x[973]))) <= 0.6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel accuracy (reported): [0, d x 999] for d = -60, -100, -120: LSE and log_softmax's top "
-    "entry 4.0, 5.3, 4.6 ulp off (same bits on every target); d = -40: 0.36"))
 @pytest.mark.parametrize("d", [-60.0, -100.0, -120.0])
 def test_dominant_row_with_many_equal_terms_far_below(d: float) -> None:
     """[0, d×999]: LSE = log1p(999 e^d) ≈ 999 e^d, and log_softmax's top entry its negative,

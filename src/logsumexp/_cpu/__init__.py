@@ -398,6 +398,19 @@ def lse_state(
     return m, lead, tail + tlo
 
 
+def row_log1p(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(m, log1p(tail)) of every slice of ``x`` over ``axes`` (float64), the log1p from the
+    double-double tail rounded once (the kernels' own, not the platform's): the cross-entropy
+    rows of the array core. None where the compiled layer declines."""
+    st = _state4(x, axes, None)
+    if st is None:
+        return None
+    m, _, tail, tlo = (np.ascontiguousarray(a, dtype=np.float64) for a in st)
+    out = np.empty_like(tail)
+    _kernels.log1p_rows(tail, tlo, out, tail.size)
+    return m, out
+
+
 def _state4(x: np.ndarray, axes: tuple[int, ...], b: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
     xr = _ready(x)
     if xr is None or (b is not None and (type(b) is not np.ndarray or b.shape != x.shape)):

@@ -20,6 +20,7 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
     vd m[NG], S[NG], cc[NG], mt[NG], cnt[NG];
     vi bad[NG];
     double row[COL_BLOCK];
+    double scale = isz == 8 ? 0x1p-54 : 1.0; /* float64 sums are kept x 2^54 (exp_split54) */
     for (int64_t g = 0; g < G; g++) {
         m[g] = vsplat(-LSE_INF); S[g] = vsplat(0.0); cc[g] = vsplat(0.0); cnt[g] = vsplat(0.0);
         bad[g] = (vi)vsplat(0.0);
@@ -38,19 +39,21 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
         for (int64_t g = 0; g < G; g++)
             for (int l = 0; l < LANES; l++)
                 if (mt[g][l] > m[g][l]) { /* the column's maximum rose: rescale its sum (rare) */
-                    /* float32 data: the entries at the old maximum join the sum */
-                    dd t = rescale(dd_add(two_sum(cnt[g][l], S[g][l]), dd_of(cc[g][l])), m[g][l], mt[g][l]);
+                    /* the entries at the old maximum join the sum (float64 sums are kept x 2^54) */
+                    dd base = dd_add(two_sum(cnt[g][l], S[g][l] * scale), dd_of(cc[g][l] * scale));
+                    dd t = rescale(base, m[g][l], mt[g][l]);
                     cnt[g][l] = 0.0;
-                    S[g][l] = t.hi;
-                    cc[g][l] = t.lo;
+                    S[g][l] = t.hi / scale;
+                    cc[g][l] = t.lo / scale;
                     m[g][l] = mt[g][l];
                 }
         for (int64_t r = r0; r < r1; r++) {
             const double *p = load_block(base, isz, 1, r * s + c0, C, row);
             for (int64_t g = 0; g < G; g++) {
                 vd v = vload(p + g * LANES, C - g * LANES, -LSE_INF);
-                vd d = vsel(veq(m[g], vsplat(-LSE_INF)), vsplat(-LSE_INF), v - m[g]);
-                if (isz == 8) add_terms54(d, &S[g], &cc[g]);
+                vi none = veq(m[g], vsplat(-LSE_INF)); /* nothing above -inf yet: no terms */
+                vd d = vsel(none, vsplat(-LSE_INF), v - m[g]);
+                if (isz == 8) add_terms54(vsel(none, vsplat(-LSE_INF), v), vsel(none, vsplat(0.0), m[g]), &S[g], &cc[g], &cnt[g]);
                 else {
                     vi top = veq(v, m[g]);
                     S[g] += vsel(top, vsplat(0.0), vexp_lo(d));
@@ -59,12 +62,11 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
             }
         }
     }
-    double scale = isz == 8 ? 0x1p-54 : 1.0;
     for (int64_t c = 0; c < C; c++) {
         int64_t g = c / LANES, l = c % LANES;
         if (bad[g][l]) { out[c] = special_state(base + (c0 + c) * isz, isz, s, 0, L, NULL, 0); continue; }
         if (m[g][l] == -LSE_INF) { out[c] = EMPTY_STATE; continue; }
-        dd t = isz == 8 ? two_sum(S[g][l] * scale, -1.0) : two_sum(cnt[g][l] - 1.0, S[g][l]);
+        dd t = two_sum(cnt[g][l] - 1.0, S[g][l] * scale);
         t = fast_two_sum(t.hi, t.lo + cc[g][l] * scale);
         out[c] = (lse_state){m[g][l], 1.0, t.hi, t.lo};
     }

@@ -106,7 +106,8 @@ static inline void exp_split54(double d, double *hi, double *lo) {
     *lo = l[0];
 }
 
-/* For float32 data (results rounded to float32, 6e-8): Q of degree 7, relative error 7.4e-14;
+/* For float32 data (results rounded to float32, 6e-8): Q of degree 7, relative error 1.05e-13
+ * (measured against mpmath, tests/test_cpu.py);
  * one-part ln 2; 0 below -708 (terms below 1e-307 vanish next to a leading term of 1). */
 #define P0 0.4999999999995511
 #define P1 0.16666666666662586

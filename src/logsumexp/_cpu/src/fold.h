@@ -72,26 +72,38 @@ static inline dd lanes_total(vd s, vd c) {
     return acc;
 }
 
-/* terms 2^54 e^d added to the lanes (s, c): TwoSum of each rounded term, its two roundings
- * (of hi + lo, and of the sum) kept in c */
-static inline void add_terms54(vd d, vd *s, vd *c) {
+/* the terms 2^54 e^{x - m} of entries below m added to the lanes (s, c); the entries equal to m
+ * (terms of exactly 1) counted in cnt instead, so that a lane's sum holds only tail terms of
+ * like size and none is lost next to a 1. x - m is rounded (d) and its rounding dl put back as
+ * e^{d + dl} = e^d (1 + dl): at |x - m| = 100 that rounding alone is 7e-15 of the term. Each
+ * term is added with TwoSum, its two roundings (hi + lo, and the sum) kept in c. */
+static inline void add_terms54(vd x, vd m, vd *s, vd *c, vd *cnt) {
+    vd d = x - m, bb = d - x;
+    vd dl = (x - (d - bb)) + (-m - bb); /* TwoSum(x, -m) */
+    vi top = veq(x, m);
+    dl = vsel(veq(dl, dl), dl, vsplat(0.0)); /* x = -inf: the term is 0 anyway */
+    d = vsel(top, vsplat(-LSE_INF), d);
     vd hi, lo;
     vexp_split54(d, &hi, &lo);
+    lo = lo + (hi + lo) * dl;
     vd e = hi + lo, ee = lo - (e - hi);
     vd t = *s + e, bp = t - *s;
     *c += ((*s - (t - bp)) + (e - bp)) + ee;
     *s = t;
+    *cnt += vsel(top, vsplat(1.0), vsplat(0.0));
 }
 
-/* sum of e^{x_i - m} over a block of float64 data, as a double-double; lanes past n are -inf
- * (their terms are exactly 0 and change nothing) */
+/* sum of e^{x_i - m} over a block of float64 data, as a double-double (the count of entries at
+ * m, exact, plus the tail); lanes past n are -inf (their terms are exactly 0) */
 static inline dd block_sum_f64(const double *p, int64_t n, double m) {
-    vd s = vsplat(0.0), c = vsplat(0.0);
-    for (int64_t i = 0; i < n; i += LANES) add_terms54(vload(p + i, n - i, -LSE_INF) - m, &s, &c);
+    vd s = vsplat(0.0), c = vsplat(0.0), cnt = vsplat(0.0), mv = vsplat(m);
+    for (int64_t i = 0; i < n; i += LANES) add_terms54(vload(p + i, n - i, -LSE_INF), mv, &s, &c, &cnt);
     dd t = lanes_total(s, c);
     t.hi *= 0x1p-54;
     t.lo *= 0x1p-54;
-    return t;
+    double k = 0.0;
+    for (int l = 0; l < LANES; l++) k += cnt[l];
+    return dd_add(dd_of(k), t);
 }
 
 /* the same for float32 data (already widened in p): the terms below m in plain float64 lane

@@ -317,6 +317,23 @@ static PyObject *py_segment_states(PyObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
+/* log1p_rows(tail, tlo, out, n): log1p of double-double tails, rounded once (the kernels' own
+ * log1p_dd, not libm's): the cross-entropy loss's log1p of the array core */
+static PyObject *py_log1p_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const double *t, *tl;
+    double *out;
+    int64_t n;
+    if (!parse(args, nargs, "rrwn", &bs, &t, &tl, &out, &n)) return NULL;
+    for (int64_t j = 0; j < n; j++) {
+        if (!(t[j] >= 0.0 && t[j] < LSE_INF)) { out[j] = t[j] != t[j] ? t[j] : t[j] < 0 ? LSE_NAN : t[j]; continue; }
+        dd l = log1p_dd((dd){t[j], tl[j]});
+        out[j] = l.hi + l.lo;
+    }
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- tests and configuration */
 /* elementary(which, d, hi, lo): 0 exp_split54(d)*2^-54 as (hi, lo); 1 exp_lo(d); 2 log1p_dd(d);
  * 3 exp_dd(d); 4 log1p_dd_exact(d) — for the accuracy tests against mpmath */
@@ -379,6 +396,7 @@ static PyMethodDef methods[] = {
     {"softmax_write_items", (PyCFunction)(void (*)(void))py_softmax_write_items, METH_FASTCALL, "softmax items"},
     {"ce_rows", (PyCFunction)(void (*)(void))py_ce_rows, METH_FASTCALL, "cross-entropy rows"},
     {"segment_states", (PyCFunction)(void (*)(void))py_segment_states, METH_FASTCALL, "grouped states"},
+    {"log1p_rows", (PyCFunction)(void (*)(void))py_log1p_rows, METH_FASTCALL, "log1p of tails"},
     {"elementary", (PyCFunction)(void (*)(void))py_elementary, METH_FASTCALL, "elementary functions"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features"},
     {NULL, NULL, 0, NULL},

@@ -28,7 +28,7 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
         }
     }
     /* pass 2: e^{x - m} a vector at a time, added in index order */
-    double d[LANES];
+    double d[LANES], dl[LANES];
     int64_t g[LANES];
     for (int64_t j0 = 0; j0 < total; j0 += LANES) {
         int n = total - j0 < LANES ? (int)(total - j0) : LANES;
@@ -37,6 +37,7 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
             double v = elem(x, isz, j), mk = m[k];
             g[l] = k;
             d[l] = lse_isfinite(mk) && v < mk ? v - mk : -LSE_INF; /* the max's own entries apart */
+            dl[l] = lse_isfinite(mk) && v < mk ? two_sum(v, -mk).lo : 0.0; /* the rounding of v - m */
             lead[k] += lse_isfinite(mk) ? (v == mk) : (v == LSE_INF); /* NaN stays NaN */
         }
         vd dv = vload(d, n, -LSE_INF), hv, lv;
@@ -45,6 +46,7 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
             for (int l = 0; l < n; l++) {
                 /* (hi + lo) 2^-54 into (tail, tlo) with TwoSum */
                 double h = hv[l] * 0x1p-54, lo = lv[l] * 0x1p-54;
+                lo += (h + lo) * dl[l]; /* e^{d + dl} = e^d (1 + dl) */
                 dd e = fast_two_sum(h, lo);
                 dd s = two_sum(tail[g[l]], e.hi);
                 tail[g[l]] = s.hi;
