@@ -29,10 +29,13 @@ logsumexp._io.InputError: not a number: 'x' (value 2)
 from __future__ import annotations
 
 import bisect
+import gzip
 import io
 import math
 import os
+import stat
 import sys
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -64,6 +67,7 @@ DEFAULT_CHUNK = 1 << 23
 DEFAULT_TEXT_CHUNK = 1 << 18
 FORMATS = ("auto", "npy", "csv", "text")
 _NPY_MAGIC = b"\x93NUMPY"
+_GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952: every gzip member starts with these two bytes
 
 
 class InputError(ValueError):
@@ -270,13 +274,18 @@ class _NpyFile(_NpyBase):
 
 
 class _NpyStream(_NpyBase):
-    """A ``.npy`` array arriving on a pipe: read in order into one reused buffer."""
+    """A ``.npy`` array arriving on a pipe (or out of gzip): read in order into one reused buffer."""
 
-    def __init__(self, stream: IO[bytes], name: str) -> None:
+    def __init__(self, stream: IO[bytes], name: str, on_close: Callable[[], None] | None = None) -> None:
         self.name = name
         self.stream = stream
+        self._on_close = on_close
         self._set_header(_parse_header(stream, name))
         self._used = False
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
 
     def _take(self) -> None:
         if self._used:
@@ -625,18 +634,26 @@ def open_source(
         except OSError as err:
             raise InputError(f"{path}: cannot open ({err.strerror or err})") from None
         name, nbytes, owned = path, os.fstat(raw.fileno()).st_size, True
+    file = raw  # the file or stdin itself (closed if owned), under any decompression
     try:
         head = _read_exact(raw, len(_NPY_MAGIC))
         if not head:
             raise InputError(f"{name}: empty input (no data)")
+        counter = None
+        if head[:2] == _GZIP_MAGIC:  # read gzip transparently (a .gz file, or a gzip pipe)
+            counter = _Prefixed(head, raw)  # counts compressed bytes: the progress of the read
+            raw = io.BufferedReader(_Gunzip(gzip.GzipFile(fileobj=io.BufferedReader(counter), mode="rb"), name))
+            head = _read_exact(raw, len(_NPY_MAGIC))
+            if not head:
+                raise InputError(f"{name}: empty input (gzip data holding nothing)")
         is_npy = head == _NPY_MAGIC
         if fmt == "npy" or (fmt == "auto" and is_npy):
             if not is_npy:
                 raise InputError(f"{name}: not a .npy file (no NumPy magic bytes)")
-            if path != "-":
+            if path != "-" and counter is None:
                 raw.close()
                 return _NpyFile(path)
-            return _NpyStream(io.BufferedReader(_Prefixed(head, raw)), name)
+            return _NpyStream(io.BufferedReader(_Prefixed(head, raw)), name, on_close=file.close if owned else None)
         if is_npy:
             raise InputError(f"{name}: this is a .npy file, not {fmt} (use --format auto or npy)")
         delimiter = "," if fmt == "csv" or (fmt == "auto" and _is_csv_name(path)) else None
@@ -646,15 +663,44 @@ def open_source(
         # Bytes that are not UTF-8 (a header in a Windows code page) become U+FFFD: harmless in a
         # header or a comment, and named with their line where a number should be.
         source = _Prefixed(head, raw)
+        consumed = source if counter is None else counter
         text = io.TextIOWrapper(io.BufferedReader(source), encoding=encoding, errors="replace", newline=None)
         return _Text(
             text, name, delimiter, sniff=fmt in ("auto", "csv"), header=header, nbytes=nbytes,
-            on_close=raw.close if owned else None, bytes_read=lambda: source.consumed,
+            on_close=file.close if owned else None, bytes_read=lambda: consumed.consumed,
         )
     except BaseException:
         if owned:
-            raw.close()
+            file.close()
         raise
+
+
+class _Gunzip(io.RawIOBase):
+    """The decompressed bytes of a gzip stream; corrupt or truncated data is an InputError that
+    names the input (not a traceback from the middle of the read)."""
+
+    def __init__(self, gz: gzip.GzipFile, name: str) -> None:
+        self._gz = gz
+        self._name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        try:
+            return self._gz.readinto(b)
+        except (OSError, EOFError, zlib.error) as err:
+            raise InputError(f"{self._name}: corrupt or truncated gzip data ({err})") from None
+
+
+def stdin_is_piped() -> bool:
+    """Whether stdin is a pipe or a redirected file (``cmd | logsumexp lse``, ``< file``): not a
+    terminal, and not an empty device such as /dev/null or a test runner's stand-in."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 def read_array(path: str, fmt: str = "auto", *, header: bool = False, stdin: IO[bytes] | None = None) -> np.ndarray:

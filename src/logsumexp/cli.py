@@ -337,14 +337,18 @@ def _input(ns: argparse.Namespace) -> np.ndarray:
     _check_one_input(ns)
     if ns.file is not None:
         return _io.read_array(ns.file, ns.format, header=ns.header)
-    return _argument_numbers(ns.values, "value")
+    return _comma_numbers(ns.values, "value")  # `lse 1,2,3` as `--b=1,-1,2` is read
 
 
 def _check_one_input(ns: argparse.Namespace) -> None:
     if ns.file is not None and ns.values:
         raise UsageError(f"give the numbers or -f FILE, not both (got -f {ns.file} and {len(ns.values)} numbers)")
     if ns.file is None and not ns.values:
-        raise UsageError("no input: give the numbers (e.g. 1000 1000 1000) or -f FILE (- for stdin)")
+        others = (getattr(ns, "b_file", None), getattr(ns, "target_file", None))
+        if "-" not in others and _io.stdin_is_piped():
+            ns.file = "-"  # `seq 1 10 | logsumexp lse`: the pipe is the input, as -f - says
+        else:
+            raise UsageError("no input: give the numbers (e.g. 1000 1000 1000), -f FILE (- for stdin), or pipe them in")
     stdin_users = [opt for opt, attr in (("-f", "file"), ("--b-file", "b_file"), ("--target-file", "target_file"))
                    if getattr(ns, attr, None) == "-"]
     if len(stdin_users) > 1:
