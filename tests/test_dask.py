@@ -474,3 +474,54 @@ def test_long_double_is_computed_in_long_double_like_numpy() -> None:
         got = fn(dx).compute()
         assert got.dtype == np.longdouble
         np.testing.assert_allclose(got, (lse.log_softmax if "log" in fn.__name__ else lse.softmax)(x), rtol=tol, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 20: where=, cross_entropy, __all__
+# ----------------------------------------------------------------------------------------------
+def test_issue20_dask_logsumexp_takes_where_like_the_top_level() -> None:
+    x = np.random.default_rng(20).standard_normal((5, 7)) * 10
+    mask = np.random.default_rng(21).random((5, 7)) > 0.3
+    mask[2] = False  # an all-masked row: −inf
+    dx = da.from_array(x, chunks=(2, 3))
+    got = lsed.logsumexp(dx, axis=1, where=da.from_array(mask, chunks=(3, 2)))
+    assert isinstance(got, da.Array)
+    want = lse.logsumexp(x, axis=1, where=mask)
+    np.testing.assert_allclose(got.compute(), want, rtol=4e-16, atol=0)
+    assert got.compute()[2] == -np.inf
+    res, sgn = lsed.logsumexp(dx, where=mask[0], b=np.where(np.arange(7) % 2, 1.0, -1.0), axis=1, return_sign=True)
+    r2, s2 = lse.logsumexp(x, where=mask[0], b=np.where(np.arange(7) % 2, 1.0, -1.0), axis=1, return_sign=True)
+    np.testing.assert_allclose(res.compute(), r2, rtol=4e-16, atol=0)
+    np.testing.assert_array_equal(sgn.compute(), s2)
+    with pytest.raises(TypeError, match="where"):
+        lsed.logsumexp(dx, where=np.ones((5, 7)))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"weight": np.arange(1.0, 6.0)}, {"reduction": "none"}, {"reduction": "sum"},
+     {"num_items": 3.0}, {"label_smoothing": 0.2, "weight": np.arange(1.0, 6.0), "reduction": "none"}],
+    ids=str,
+)
+def test_issue20_dask_cross_entropy_equals_the_top_level(options) -> None:
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((7, 5)) * 5
+    t = np.array([0, 1, 2, 3, 4, -100, 1])
+    got = lsed.cross_entropy(da.from_array(x, chunks=(3, 2)), da.from_array(t, chunks=3), **options)
+    assert isinstance(got, da.Array)
+    want = lse.cross_entropy(x, t, **options)
+    np.testing.assert_allclose(got.compute(), want, rtol=8e-16, atol=0)
+
+
+def test_issue20_dask_cross_entropy_with_probabilities_and_out_of_range() -> None:
+    x = np.random.default_rng(23).standard_normal((4, 3))
+    p = np.full((4, 3), 1 / 3)
+    got = lsed.cross_entropy(da.from_array(x, chunks=2), da.from_array(p, chunks=2))
+    np.testing.assert_allclose(got.compute(), lse.cross_entropy(x, p), rtol=8e-16, atol=0)
+    bad = lsed.cross_entropy(da.from_array(x, chunks=2), np.array([0, 5, 1, 2]), reduction="none").compute()
+    assert np.isnan(bad[1]) and np.isfinite(bad[[0, 2, 3]]).all()  # no exception inside a lazy graph
+
+
+def test_issue20_dask_module_all_lists_only_its_public_functions() -> None:
+    assert sorted(lsed.__all__) == ["cross_entropy", "log_softmax", "logsumexp", "softmax"]
+    assert all(callable(getattr(lsed, n)) for n in lsed.__all__)
