@@ -1,4 +1,5 @@
-"""``import logsumexp`` is light: it imports none of the optional heavy libraries and is quick.
+"""``import logsumexp`` is light: it imports none of the optional heavy libraries (how quick a new
+process gets its first answer is a benchmark, ``benchmarks/startup.py``, not a timed test).
 
 Each check runs in a fresh interpreter (a subprocess), since this test process has imported them all.
 """
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "dask", "jax", "numba", "triton", "scipy", "matplotlib", "cupy")
+HEAVY = ("torch", "dask", "jax", "numba", "llvmlite", "triton", "scipy", "matplotlib", "cupy")
 
 
 def _run(code: str) -> str:
@@ -34,17 +35,6 @@ def test_calling_the_array_core_on_numpy_does_not_import_torch_dask_or_jax():
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'dask', 'jax', 'triton'})))"
     )
     assert json.loads(_run(code)) == []
-
-
-def test_import_takes_under_150_ms():
-    """Time of ``import logsumexp`` alone (NumPy imported first: it is a dependency, and its own
-    import time depends on the machine); best of 3 fresh interpreters."""
-    code = (
-        "import time, numpy; t = time.perf_counter(); import logsumexp; "
-        "print(time.perf_counter() - t)"
-    )
-    best = min(float(_run(code)) for _ in range(3))
-    assert best < 0.150, f"import logsumexp took {best * 1e3:.0f} ms"
 
 
 @pytest.mark.parametrize("name", ["logsumexp", "softmax", "log_softmax", "cross_entropy", "LSEState", "logaddexp",
