@@ -45,7 +45,7 @@ CORE_LAYERS: tuple[frozenset[str], ...] = tuple(
         {""},  # the package itself
     )
 )
-COMMAND = frozenset(f"{PACKAGE}.{m}" for m in ("cli", "__main__", "_io", "_progress", "_demo"))
+COMMAND = frozenset(f"{PACKAGE}.{m}" for m in ("cli", "__main__", "_io", "_progress", "_demo", "_bench"))
 DASK = f"{PACKAGE}.dask"
 
 

@@ -248,9 +248,12 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     p = add("info", "versions, optional backends, CUDA, compiled CPU path",
             "Versions of logsumexp, Python and NumPy; optional backends; accelerators.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add("bench", "run benchmarks/cpu.py from the source tree (arguments are passed on)",
-        "Runs main(argv) of benchmarks/cpu.py, found next to the source tree (an editable install or a "
-        "checkout) or in $LOGSUMEXP_BENCHMARKS.")
+    p = add("bench", "the CPU benchmark: benchmarks/cpu.py from a checkout, else the one the package carries",
+            "Runs main(argv) of benchmarks/cpu.py, found next to the source tree (an editable install or a "
+            "checkout) or in $LOGSUMEXP_BENCHMARKS (arguments are passed on). An installed package runs the "
+            "benchmark it carries instead: logsumexp against NumPy's shifted formula and SciPy, medians of "
+            "interleaved rounds, as a multiple of one read of the input.")
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds instead of minutes)")
     return top, parsers
 
 
@@ -608,11 +611,16 @@ def find_benchmark(name: str = "cpu.py") -> Path | None:
 
 def _cmd_bench(argv: list[str]) -> int:
     path = find_benchmark("cpu.py")
-    if path is None:
-        raise _io.InputError(
-            "benchmarks/cpu.py not found: the benchmarks are not part of the installed package; run "
-            "from a checkout (pip install -e .), or set LOGSUMEXP_BENCHMARKS to the benchmarks folder"
-        )
+    if path is None:  # an installed package: the benchmark it carries (NumPy and SciPy as peers)
+        from . import _bench
+
+        extra = [a for a in argv if a not in ("--quick",)]
+        if extra:
+            raise _io.InputError(
+                f"{PROG} bench away from a checkout takes only --quick (got {' '.join(extra)}); the full "
+                "benchmark is benchmarks/cpu.py of the repository (or set LOGSUMEXP_BENCHMARKS)"
+            )
+        return _bench.run(quick="--quick" in argv, write=_write)
     spec = importlib.util.spec_from_file_location("logsumexp_benchmarks_cpu", path)
     if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
         raise _io.InputError(f"cannot load {path}")
