@@ -13,10 +13,10 @@
 #define COL_BLOCK 1024
 
 /* states of columns [c0, c1) (c1 - c0 <= COL_BLOCK) of the slices x[r*s + c], r < L; the
- * columns in groups of LANES, padded with -inf */
-#define NG (COL_BLOCK / LANES)
+ * columns in groups of W (each column is its own lane: the width changes no sum), padded with -inf */
+#define NG (COL_BLOCK / W)
 static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t c0, int64_t c1, lse_state *out) {
-    int64_t C = c1 - c0, G = (C + LANES - 1) / LANES;
+    int64_t C = c1 - c0, G = (C + W - 1) / W;
     vd m[NG], S[NG], cc[NG], mt[NG], cnt[NG];
     vi bad[NG];
     double row[COL_BLOCK];
@@ -31,13 +31,13 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
         for (int64_t r = r0; r < r1; r++) {
             const double *p = load_block(base, isz, 1, r * s + c0, C, row);
             for (int64_t g = 0; g < G; g++) {
-                vd v = vload(p + g * LANES, C - g * LANES, -LSE_INF);
+                vd v = vload(p + g * W, C - g * W, -LSE_INF);
                 mt[g] = vmax(v, mt[g]);
                 bad[g] |= vne(v, v) | veq(v, vsplat(LSE_INF));
             }
         }
         for (int64_t g = 0; g < G; g++)
-            for (int l = 0; l < LANES; l++)
+            for (int l = 0; l < W; l++)
                 if (mt[g][l] > m[g][l]) { /* the column's maximum rose: rescale its sum (rare) */
                     /* the entries at the old maximum join the sum (float64 sums are kept x 2^54) */
                     dd base = dd_add(two_sum(cnt[g][l], S[g][l] * scale), dd_of(cc[g][l] * scale));
@@ -50,7 +50,7 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
         for (int64_t r = r0; r < r1; r++) {
             const double *p = load_block(base, isz, 1, r * s + c0, C, row);
             for (int64_t g = 0; g < G; g++) {
-                vd v = vload(p + g * LANES, C - g * LANES, -LSE_INF);
+                vd v = vload(p + g * W, C - g * W, -LSE_INF);
                 vi none = veq(m[g], vsplat(-LSE_INF)); /* nothing above -inf yet: no terms */
                 vd d = vsel(none, vsplat(-LSE_INF), v - m[g]);
                 if (isz == 8) add_terms54(vsel(none, vsplat(-LSE_INF), v), vsel(none, vsplat(0.0), m[g]), &S[g], &cc[g], &cnt[g]);
@@ -63,7 +63,7 @@ static void col_states(const char *base, int isz, int64_t s, int64_t L, int64_t 
         }
     }
     for (int64_t c = 0; c < C; c++) {
-        int64_t g = c / LANES, l = c % LANES;
+        int64_t g = c / W, l = c % W;
         if (bad[g][l]) { out[c] = special_state(base + (c0 + c) * isz, isz, s, 0, L, NULL, 0); continue; }
         if (m[g][l] == -LSE_INF) { out[c] = EMPTY_STATE; continue; }
         dd t = two_sum(cnt[g][l] - 1.0, S[g][l] * scale);

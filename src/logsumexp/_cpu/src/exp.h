@@ -27,46 +27,36 @@
 #define SHIFT54 (6755399441055744.0 + 1077.0)
 #define SHIFT0 (6755399441055744.0 + 1023.0)
 
-/* LANES virtual lanes as one GCC vector: the compiler maps it onto 2, 4 or 8 hardware lanes
- * (SSE2, AVX2/NEON, AVX-512) with the same elementwise IEEE operations, so every target
- * computes every lane alike. Comparisons give lane masks of all ones or zeros. */
+/* The sums of the kernels run in LANES = 16 virtual lanes (element i of a block to lane i mod 16),
+ * whatever the machine: that fixes the order of every addition. The arithmetic itself is
+ * written on GCC vectors of the hardware's own width W (8 doubles on AVX-512, 4 on AVX2, 2 on
+ * SSE2 and NEON), so a set of 16 lanes is 16/W vectors ("pieces"); wider generic vectors would
+ * be kept in memory by GCC and their comparisons lowered lane by lane. Each operation is the
+ * same elementwise IEEE operation on every width, so every target computes every lane alike.
+ * Comparisons give lane masks of all ones or zeros. */
 #define LANES 16
-typedef double vd __attribute__((vector_size(LANES * 8)));
-typedef int64_t vi __attribute__((vector_size(LANES * 8)));
-
-/* The hardware's own vector width: comparisons on vectors wider than it are split into these
- * (GCC lowers an oversized comparison lane by lane, with scalar compares and moves). */
 #if defined(__AVX512F__)
-#define NATIVE 8
+#define W 8
 #elif defined(__AVX__)
-#define NATIVE 4
+#define W 4
 #else
-#define NATIVE 2
+#define W 2
 #endif
-#define NPIECES (LANES / NATIVE)
-typedef double nd __attribute__((vector_size(NATIVE * 8)));
-typedef int64_t ni __attribute__((vector_size(NATIVE * 8)));
-typedef union { vd v; nd n[NPIECES]; } vd_pieces;
-typedef union { vi v; ni n[NPIECES]; } vi_pieces;
+#define NPIECES (LANES / W)
+typedef double vd __attribute__((vector_size(W * 8)));
+typedef int64_t vi __attribute__((vector_size(W * 8)));
 
-static inline vd vsplat(double a) { vd v; for (int l = 0; l < LANES; l++) v[l] = a; return v; }
-#define VCMP(name, op)                                                           \
-    static inline vi name(vd a, vd b) {                                         \
-        vd_pieces x = {a}, y = {b};                                              \
-        vi_pieces r;                                                             \
-        for (int k = 0; k < NPIECES; k++) r.n[k] = (ni)(x.n[k] op y.n[k]);     \
-        return r.v;                                                              \
-    }
-VCMP(vlt, <)
-VCMP(vgt, >)
-VCMP(veq, ==)
-VCMP(vne, !=)
+static inline vd vsplat(double a) { vd v; for (int l = 0; l < W; l++) v[l] = a; return v; }
+static inline vi vlt(vd a, vd b) { return (vi)(a < b); }
+static inline vi vgt(vd a, vd b) { return (vi)(a > b); }
+static inline vi veq(vd a, vd b) { return (vi)(a == b); }
+static inline vi vne(vd a, vd b) { return (vi)(a != b); }
 static inline vd vsel(vi mask, vd a, vd b) { return (vd)(((vi)a & mask) | ((vi)b & ~mask)); }
 static inline vd vmax(vd a, vd b) { return vsel(vgt(a, b), a, b); } /* a NaN in a is ignored */
-/* n <= LANES elements from p, the other lanes set to pad */
+/* n elements from p (n may exceed W: W are read), the other lanes set to pad */
 static inline vd vload(const double *p, int64_t n, double pad) {
     vd v;
-    if (n >= LANES) { memcpy(&v, p, sizeof v); return v; }
+    if (n >= W) { memcpy(&v, p, sizeof v); return v; }
     v = vsplat(pad);
     for (int64_t l = 0; l < n; l++) v[l] = p[l];
     return v;

@@ -50,12 +50,20 @@ static inline const double *load_block(const char *base, int isz, int64_t s, int
     return buf;
 }
 
+/* lane l of a set of pieces (l < LANES) */
+#define LANE(v, l) ((v)[(l) / W][(l) % W])
+
 /* the largest non-NaN entry (-inf if none) */
 static inline double block_max(const double *p, int64_t n) {
-    vd mx = vsplat(-LSE_INF);
-    for (int64_t i = 0; i < n; i += LANES) mx = vmax(vload(p + i, n - i, -LSE_INF), mx);
-    double m = mx[0];
-    for (int l = 1; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    vd mx[NPIECES];
+    for (int k = 0; k < NPIECES; k++) mx[k] = vsplat(-LSE_INF);
+    for (int64_t i = 0; i < n; i += LANES)
+        for (int k = 0; k < NPIECES; k++) {
+            int64_t o = i + k * W;
+            mx[k] = vmax(vload(p + o, n - o, -LSE_INF), mx[k]);
+        }
+    double m = -LSE_INF;
+    for (int l = 0; l < LANES; l++) m = LANE(mx, l) > m ? LANE(mx, l) : m;
     return m;
 }
 
@@ -66,10 +74,16 @@ static inline int has_nan(const double *p, int64_t n) {
 }
 
 /* the lanes' double-double sums (s[l] + c[l]) added in lane order */
-static inline dd lanes_total(vd s, vd c) {
+static inline dd lanes_total(const vd *s, const vd *c) {
     dd acc = {0.0, 0.0};
-    for (int l = 0; l < LANES; l++) acc = dd_add(acc, (dd){s[l], c[l]});
+    for (int l = 0; l < LANES; l++) acc = dd_add(acc, (dd){LANE(s, l), LANE(c, l)});
     return acc;
+}
+
+static inline double lanes_sum(const vd *s) {
+    double t = 0.0;
+    for (int l = 0; l < LANES; l++) t += LANE(s, l);
+    return t;
 }
 
 /* the terms 2^54 e^{x - m} of entries below m added to the lanes (s, c); the entries equal to m
@@ -96,53 +110,58 @@ static inline void add_terms54(vd x, vd m, vd *s, vd *c, vd *cnt) {
 /* sum of e^{x_i - m} over a block of float64 data, as a double-double (the count of entries at
  * m, exact, plus the tail); lanes past n are -inf (their terms are exactly 0) */
 static inline dd block_sum_f64(const double *p, int64_t n, double m) {
-    vd s = vsplat(0.0), c = vsplat(0.0), cnt = vsplat(0.0), mv = vsplat(m);
-    for (int64_t i = 0; i < n; i += LANES) add_terms54(vload(p + i, n - i, -LSE_INF), mv, &s, &c, &cnt);
+    vd s[NPIECES], c[NPIECES], cnt[NPIECES], mv = vsplat(m);
+    for (int k = 0; k < NPIECES; k++) s[k] = c[k] = cnt[k] = vsplat(0.0);
+    for (int64_t i = 0; i < n; i += LANES)
+        for (int k = 0; k < NPIECES; k++) {
+            int64_t o = i + k * W;
+            add_terms54(vload(p + o, n - o, -LSE_INF), mv, &s[k], &c[k], &cnt[k]);
+        }
     dd t = lanes_total(s, c);
     t.hi *= 0x1p-54;
     t.lo *= 0x1p-54;
-    double k = 0.0;
-    for (int l = 0; l < LANES; l++) k += cnt[l];
-    return dd_add(dd_of(k), t);
+    return dd_add(dd_of(lanes_sum(cnt)), t);
 }
 
 /* the same for float32 data (already widened in p): the terms below m in plain float64 lane
  * sums (errors ~1e-14 of the tail, far below float32's 6e-8), the entries equal to m counted
  * apart, so that the leading 1 never swamps a small tail */
 static inline dd block_sum_f32(const double *p, int64_t n, double m) {
-    vd s = vsplat(0.0), cnt = vsplat(0.0);
-    for (int64_t i = 0; i < n; i += LANES) {
-        vd x = vload(p + i, n - i, -LSE_INF);
-        vi top = veq(x, vsplat(m));
-        s += vsel(top, vsplat(0.0), vexp_lo(x - m));
-        cnt += vsel(top, vsplat(1.0), vsplat(0.0));
-    }
-    double t = 0.0, c = 0.0;
-    for (int l = 0; l < LANES; l++) { t += s[l]; c += cnt[l]; }
-    return two_sum(c, t);
+    vd s[NPIECES], cnt[NPIECES], mv = vsplat(m);
+    for (int k = 0; k < NPIECES; k++) s[k] = cnt[k] = vsplat(0.0);
+    for (int64_t i = 0; i < n; i += LANES)
+        for (int k = 0; k < NPIECES; k++) {
+            int64_t o = i + k * W;
+            vd x = vload(p + o, n - o, -LSE_INF);
+            vi top = veq(x, mv);
+            s[k] += vsel(top, vsplat(0.0), vexp_lo(x - mv));
+            cnt[k] += vsel(top, vsplat(1.0), vsplat(0.0));
+        }
+    return two_sum(lanes_sum(cnt), lanes_sum(s));
 }
 
 /* weighted: sum of w_i e^{x_i - m} (double-double) and the weights of the entries equal to m */
 static inline dd block_wsum(const double *p, const double *w, int64_t n, double m, int isz, double *lead) {
-    vd s = vsplat(0.0), c = vsplat(0.0), ld = vsplat(0.0);
-    for (int64_t i = 0; i < n; i += LANES) {
-        vd x = vload(p + i, n - i, -LSE_INF), wi = vload(w + i, n - i, 0.0), e;
-        if (isz == 8) {
-            vd hi, lo;
-            vexp_split54(x - m, &hi, &lo);
-            e = (hi + lo) * 0x1p-54;
-        } else {
-            e = vexp_lo(x - m);
+    vd s[NPIECES], c[NPIECES], ld[NPIECES], mv = vsplat(m);
+    for (int k = 0; k < NPIECES; k++) s[k] = c[k] = ld[k] = vsplat(0.0);
+    for (int64_t i = 0; i < n; i += LANES)
+        for (int k = 0; k < NPIECES; k++) {
+            int64_t o = i + k * W;
+            vd x = vload(p + o, n - o, -LSE_INF), wi = vload(w + o, n - o, 0.0), e;
+            if (isz == 8) {
+                vd hi, lo;
+                vexp_split54(x - mv, &hi, &lo);
+                e = (hi + lo) * 0x1p-54;
+            } else {
+                e = vexp_lo(x - mv);
+            }
+            vd term = wi * e;
+            vd t = s[k] + term, bp = t - s[k];
+            c[k] += (s[k] - (t - bp)) + (term - bp);
+            s[k] = t;
+            ld[k] += vsel(veq(x, mv), wi, vsplat(0.0));
         }
-        vd term = wi * e;
-        vd t = s + term, bp = t - s;
-        c += (s - (t - bp)) + (term - bp);
-        s = t;
-        ld += vsel(veq(x, vsplat(m)), wi, vsplat(0.0));
-    }
-    double l_all = 0.0;
-    for (int l = 0; l < LANES; l++) l_all += ld[l];
-    *lead = l_all;
+    *lead = lanes_sum(ld);
     return lanes_total(s, c);
 }
 

@@ -4,7 +4,7 @@
  * Two passes over the data, any order of the ids (sorted or not): the maxima (scatter), then
  * each entry's e^{x - m} added to its group in row order (TwoSum per add for float64 data), with
  * the entries equal to the maximum counted apart (lead = their count, so the maximum's terms of
- * exactly 1 never swamp a small tail). The exps are computed LANES at a time and added one by
+ * exactly 1 never swamp a small tail). The exps are computed W at a time and added one by
  * one in index order: the same bits on every target. Special groups (a NaN, +inf entries) are
  * finished apart: NaN, or m = +inf with lead = the count of +inf entries.
  */
@@ -28,10 +28,10 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
         }
     }
     /* pass 2: e^{x - m} a vector at a time, added in index order */
-    double d[LANES], dl[LANES];
-    int64_t g[LANES];
-    for (int64_t j0 = 0; j0 < total; j0 += LANES) {
-        int n = total - j0 < LANES ? (int)(total - j0) : LANES;
+    double d[W], dl[W];
+    int64_t g[W];
+    for (int64_t j0 = 0; j0 < total; j0 += W) {
+        int n = total - j0 < W ? (int)(total - j0) : W;
         for (int l = 0; l < n; l++) {
             int64_t j = j0 + l, k = ids[j / F] * F + j % F;
             double v = elem(x, isz, j), mk = m[k];

@@ -18,8 +18,8 @@
 /* o[i] = e^{p[i] - m} * r (float32 quality), i < n; o may be p */
 static inline void exp_scaled(const double *p, double *o, int64_t n, double m, double r) {
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        vd e = vexp_lo(vload(p + i, LANES, 0.0) - m) * r;
+    for (; i + W <= n; i += W) {
+        vd e = vexp_lo(vload(p + i, W, 0.0) - m) * r;
         memcpy(o + i, &e, sizeof e);
     }
     if (i < n) {
@@ -29,7 +29,7 @@ static inline void exp_scaled(const double *p, double *o, int64_t n, double m, d
 }
 
 static inline void vstore(double *o, vd v, int64_t n) {
-    if (n >= LANES) memcpy(o, &v, sizeof v);
+    if (n >= W) memcpy(o, &v, sizeof v);
     else for (int64_t l = 0; l < n; l++) o[l] = v[l];
 }
 
@@ -67,7 +67,7 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
         const double *p = load_block(base, isz, s, i0, n, buf);
         double *o = buf; /* results in buf, then stored (p may be buf: entry i read before written) */
         if (log && isz == 8) {
-            for (int64_t i = 0; i < n; i += LANES) {
+            for (int64_t i = 0; i < n; i += W) {
                 vd v = vload(p + i, n - i, 0.0);
                 vd dh = v - m, bb = dh - v;
                 vd dl = (v - (dh - bb)) + (-m - bb); /* TwoSum(v, -m) */
@@ -79,7 +79,7 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
         } else if (log) {
             for (int64_t i = 0; i < n; i++) o[i] = (p[i] - m) - c.hi;
         } else if (isz == 8) {
-            for (int64_t i = 0; i < n; i += LANES) {
+            for (int64_t i = 0; i < n; i += W) {
                 vd v = vload(p + i, n - i, 0.0);
                 vd dh = v - m, bb = dh - v;
                 vd dl = (v - (dh - bb)) + (-m - bb);
@@ -112,27 +112,27 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
  * state; a row whose max is not finite is left to the caller (st.m not finite, nothing written). */
 static lse_state exps_f32_row(const float *x, int64_t L, double *scratch) {
     double m = -LSE_INF;
-    vd mx = vsplat(-LSE_INF);
     for (int64_t i0 = 0; i0 < L; i0 += BLOCK) {
         int64_t n = L - i0 < BLOCK ? L - i0 : BLOCK;
         const double *p = load_block((const char *)x, 4, 1, i0, n, scratch + i0);
-        for (int64_t i = 0; i < n; i += LANES) mx = vmax(vload(p + i, n - i, -LSE_INF), mx);
+        double mb = block_max(p, n);
+        m = mb > m ? mb : m;
     }
-    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
     if (!lse_isfinite(m)) return (lse_state){m, 0.0, 0.0, 0.0};
-    vd s = vsplat(0.0), cnt = vsplat(0.0);
-    int64_t i = 0;
-    for (; i < L; i += LANES) {
-        int64_t n = L - i;
-        vd v = vload(scratch + i, n, -LSE_INF);
-        vi top = veq(v, vsplat(m));
-        vd e = vexp_lo(v - m);
-        s += vsel(top, vsplat(0.0), e);
-        cnt += vsel(top, vsplat(1.0), vsplat(0.0));
-        vstore(scratch + i, e, n);
-    }
-    double t = 0.0, c = 0.0;
-    for (int l = 0; l < LANES; l++) { t += s[l]; c += cnt[l]; }
+    /* lane l of every BLOCK-aligned set of 16: the same lanes as block_sum_f32 */
+    vd s[NPIECES], cnt[NPIECES], mv = vsplat(m);
+    for (int k = 0; k < NPIECES; k++) s[k] = cnt[k] = vsplat(0.0);
+    for (int64_t i = 0; i < L; i += LANES)
+        for (int k = 0; k < NPIECES; k++) {
+            int64_t o = i + k * W, n = L - o;
+            vd v = vload(scratch + o, n, -LSE_INF);
+            vi top = veq(v, mv);
+            vd e = vexp_lo(v - mv);
+            s[k] += vsel(top, vsplat(0.0), e);
+            cnt[k] += vsel(top, vsplat(1.0), vsplat(0.0));
+            if (n > 0) vstore(scratch + o, e, n);
+        }
+    double t = lanes_sum(s), c = lanes_sum(cnt);
     dd tail = two_sum(c - 1.0, t);
     if (t != t) return NAN_STATE;
     return (lse_state){m, 1.0, tail.hi, tail.lo};
