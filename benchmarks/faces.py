@@ -4,9 +4,11 @@ One function per face returns rows ``(case, ours_seconds, theirs_seconds, note)`
 them in one table (median times from interleaved rounds, ``_harness.time_interleaved``) and, with
 ``--write``, puts it into docs/BENCHMARKS.md between the face's markers, with the CPU and commit.
 
-Faces today: JAX under ``jax.jit`` (``logsumexp`` vs ``jax.nn``). Run::
+Faces today: JAX under ``jax.jit`` (``logsumexp`` vs ``jax.nn``); the torch face on CPU tensors
+(vs torch's own ops); the array core handed torch tensors (vs torch); small NumPy calls (vs SciPy
+and NumPy's two-line formula). Run::
 
-    python benchmarks/faces.py [--face jax] [--quick] [--write]
+    python benchmarks/faces.py [--face jax|torch|core-torch|numpy-small] [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -98,8 +100,113 @@ def _jax_dominant_row() -> Row:
     return ("x64 LSE([log .5, log .5 + 1e-12])", ours, theirs, note)
 
 
-FACES: dict[str, Callable[[bool], list[Row]]] = {"jax": jax_face}
-TITLES = {"jax": ("Faces: JAX", "jax.nn")}
+# ------------------------------------------------------------------------------------------------
+# torch CPU (the torch face), the array core on torch tensors, small NumPy calls
+# ------------------------------------------------------------------------------------------------
+def _pair_rows(cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]], rounds: int, note: str = "") -> list[Row]:
+    """One row per case: ours and theirs timed in the same interleaved rounds."""
+    rows: list[Row] = []
+    for name, (ours, theirs) in cases.items():
+        t = time_interleaved({"ours": ours, "theirs": theirs}, rounds=rounds)
+        rows.append((name, t["ours"].median, t["theirs"].median, note))
+    return rows
+
+
+def _torch_shapes(quick: bool) -> list[tuple[int, int]]:
+    return [(64, 1000)] + ([] if quick else [(4096, 32000)])
+
+
+def _rounds(shape: tuple[int, ...]) -> int:
+    return 3 if math.prod(shape) > 10**7 else 15
+
+
+def torch_face(quick: bool) -> list[Row]:
+    """``logsumexp.torch`` on CPU float32 tensors against torch's own ops (default threads on both
+    sides): LogSumExp, softmax, log_softmax, cross-entropy forward (no grad) and forward + backward."""
+    import torch
+    import torch.nn.functional as F
+
+    import logsumexp.torch as lt
+
+    rows: list[Row] = []
+    for shape in _torch_shapes(quick):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=g)
+        t = torch.randint(0, shape[1], (shape[0],), generator=g)
+        xg = x.clone().requires_grad_()
+
+        def step(loss_fn: Callable[..., Any]) -> Callable[[], None]:
+            def run() -> None:
+                xg.grad = None
+                loss_fn(xg, t).backward()
+            return run
+
+        label = f"{list(shape)} float32"
+        cases = {
+            f"LogSumExp {label}": (lambda: lt.logsumexp(x, -1), lambda: torch.logsumexp(x, -1)),
+            f"softmax {label}": (lambda: lt.softmax(x, -1), lambda: torch.softmax(x, -1)),
+            f"log_softmax {label}": (lambda: lt.log_softmax(x, -1), lambda: torch.log_softmax(x, -1)),
+            f"cross-entropy forward {label}": (lambda: lt.cross_entropy(x, t), lambda: F.cross_entropy(x, t)),
+            f"cross-entropy forward + backward {label}": (step(lt.cross_entropy), step(F.cross_entropy)),
+        }
+        rows += _pair_rows(cases, _rounds(shape))
+        del xg
+    return rows
+
+
+def core_torch_face(quick: bool) -> list[Row]:
+    """The array core (``logsumexp.logsumexp`` etc.) handed a CPU float32 torch tensor, against
+    torch's own op."""
+    import torch
+
+    import logsumexp as lse
+
+    rows: list[Row] = []
+    for shape in _torch_shapes(quick):
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        label = f"{list(shape)} float32"
+        cases = {
+            f"lse.logsumexp(t, axis=-1) {label}": (lambda: lse.logsumexp(x, axis=-1), lambda: torch.logsumexp(x, -1)),
+            f"lse.softmax(t) {label}": (lambda: lse.softmax(x), lambda: torch.softmax(x, -1)),
+            f"lse.log_softmax(t) {label}": (lambda: lse.log_softmax(x), lambda: torch.log_softmax(x, -1)),
+        }
+        rows += _pair_rows(cases, _rounds(shape))
+    return rows
+
+
+def numpy_small_face(quick: bool) -> list[Row]:
+    """Small float64 NumPy calls, where the Python in front of the kernels shows: softmax against
+    SciPy's, and many short rows of LogSumExp against NumPy's two-line shifted formula."""
+    import numpy as np
+    from scipy import special
+
+    import logsumexp as lse
+
+    rng = np.random.default_rng(0)
+
+    def two_line(v: Any) -> Any:
+        m = v.max(axis=1, keepdims=True)
+        return (m + np.log(np.exp(v - m).sum(axis=1, keepdims=True)))[:, 0]
+
+    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+    for n in (10, 100, 1000):
+        v = rng.standard_normal(n)
+        cases[f"softmax n = {n} (vs SciPy)"] = (lambda v=v: lse.softmax(v), lambda v=v: special.softmax(v))
+    w = rng.standard_normal((1000, 5))
+    cases["softmax [1000, 5] axis 1 (vs SciPy)"] = (lambda: lse.softmax(w, axis=1), lambda: special.softmax(w, axis=1))
+    cases["logsumexp [1000, 5] axis 1 (vs NumPy two-line)"] = (lambda: lse.logsumexp(w, axis=1), lambda: two_line(w))
+    return _pair_rows(cases, 15)
+
+
+FACES: dict[str, Callable[[bool], list[Row]]] = {
+    "jax": jax_face, "torch": torch_face, "core-torch": core_torch_face, "numpy-small": numpy_small_face,
+}
+TITLES = {
+    "jax": ("Faces: JAX", "jax.nn"),
+    "torch": ("Faces: torch CPU (`logsumexp.torch`)", "torch"),
+    "core-torch": ("Faces: the array core on torch tensors", "torch"),
+    "numpy-small": ("Faces: small NumPy calls", "SciPy / NumPy"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,19 +226,37 @@ def table(rows: list[Row], theirs: str) -> str:
     return markdown_table(["case", "ours", theirs, "ours ÷ theirs", "note"], body)
 
 
+def _set_threads(n: int) -> None:
+    """The same thread count for both sides of the torch rows (torch's intra-op pool, our kernels)."""
+    import logsumexp as lse
+
+    lse.set_num_threads(n)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--face", choices=sorted(FACES), action="append", help="faces to run (default: all)")
     ap.add_argument("--quick", action="store_true", help="small shapes only")
     ap.add_argument("--write", action="store_true", help="write the tables into docs/BENCHMARKS.md")
+    ap.add_argument("--threads", type=int, help="torch's and logsumexp's CPU threads (default: their own)")
     args = ap.parse_args(argv)
+    if args.threads:
+        _set_threads(args.threads)
     machine, commit = cpu_model(), git_commit()
     for face in args.face or list(FACES):
         title, theirs = TITLES[face]
-        text = f"### {title}\n\n{machine}; commit `{commit}`; medians of interleaved rounds.\n\n" + table(FACES[face](args.quick), theirs)
+        threads = f", {args.threads} thread(s) on both sides" if args.threads else ""
+        marker = f"faces-{face}" + (f"-t{args.threads}" if args.threads else "")
+        text = (f"### {title}{threads}\n\n{machine}; commit `{commit}`; medians of interleaved rounds.\n\n"
+                + table(FACES[face](args.quick), theirs))
         print(text, "\n", flush=True)
         if args.write:
-            write_between_markers(ROOT / "docs" / "BENCHMARKS.md", f"faces-{face}", text,
+            write_between_markers(ROOT / "docs" / "BENCHMARKS.md", marker, text,
                                   title="## Faces: each against its framework's own op (`benchmarks/faces.py`)")
 
 

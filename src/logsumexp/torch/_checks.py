@@ -102,6 +102,10 @@ def target_range(target: Tensor, n_classes: int, ignore_index: int) -> None:
     if torch.compiler.is_compiling():
         return
     target = _plain(target)
+    if target.numel():
+        lo, hi = torch.aminmax(target)  # one pass: every index in range is the common case
+        if 0 <= int(lo) and int(hi) < n_classes:
+            return
     bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         pos = tuple(int(i) for i in bad.nonzero()[0])

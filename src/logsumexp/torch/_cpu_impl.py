@@ -34,6 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .. import _cpu
 from .._options import CrossEntropyOptions
 from . import _compiled
 
@@ -703,8 +704,6 @@ def _compiled_chunk(z: Tensor, target: Tensor, g: Tensor | None, opts: CrossEntr
     through :func:`chunk_forward` / :func:`chunk_grad`. Against the in-place torch chunk, one
     [524, 32000] float32 chunk: 57-61 -> 27 ms (two threads, Intel Xeon 2.0 GHz), where the
     torch chunk makes six passes over the 64 MiB buffer."""
-    from .. import _cpu
-
     if z.dtype != torch.float32 or target.dtype != torch.int64 or z.device.type != "cpu" or not z.is_contiguous():
         return False
     if not (rows_out.is_contiguous() and lse_out.is_contiguous() and rows_out.dtype == lse_out.dtype == torch.float32):

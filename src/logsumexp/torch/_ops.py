@@ -21,6 +21,7 @@ Operator schemas are flat (a schema cannot take a dataclass): each op rebuilds t
 """
 
 # No ``from __future__ import annotations``: custom_op reads the real annotation objects.
+import functools
 from typing import Any, Optional
 
 import torch
@@ -33,9 +34,22 @@ from .._options import CrossEntropyOptions
 
 
 def _opts(ignore_index: int, label_smoothing: float, z_loss: float, softcap: Optional[float]):
+    """The options object of a flat schema tail, built once per distinct tail (a training loop
+    passes the same one every step; the checks of ``CrossEntropyOptions`` are not free)."""
+    key = (ignore_index, label_smoothing, z_loss, softcap)
+    try:
+        return _opts_cached(*key)
+    except TypeError:  # a symbolic value (dynamic shapes) is not hashable: build it afresh
+        return _build_opts(*key)
+
+
+def _build_opts(ignore_index: int, label_smoothing: float, z_loss: float, softcap: Optional[float]):
     return CrossEntropyOptions(
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap
     )
+
+
+_opts_cached = functools.lru_cache(maxsize=64)(_build_opts)
 
 
 def _flat(opts: CrossEntropyOptions) -> tuple:

@@ -167,7 +167,9 @@ def _denominator(target: Tensor, weight: Tensor | None, opts: CrossEntropyOption
         return float(target.shape[0])  # torch divides probability targets by the row count
     valid = target != opts.ignore_index
     if weight is None:
-        return valid.sum()
+        # A count: 0 only when every row is ignored, and then the sum of the losses is 0 and has
+        # no gradient, so dividing by max(count, 1) is the "loss 0, gradient 0" rule in one step.
+        return valid.sum().clamp_min_(1)
     return torch.where(valid, weight[torch.where(valid, target, 0)], 0.0).sum()
 
 
@@ -192,7 +194,10 @@ def _reduce(losses: Tensor, rows: _checks.Rows, weight: Tensor | None, opts: Cro
     total = losses.sum()
     if opts.reduction == "sum":
         return total
-    return _safe_divide(total, _denominator(rows.target, weight, opts))
+    den = _denominator(rows.target, weight, opts)
+    if weight is None and opts.num_items is None and not rows.target.is_floating_point():
+        return total / den  # a row count clamped to 1 (see _denominator): nothing to guard
+    return _safe_divide(total, den)
 
 
 # --------------------------------------------------------------------------- linear + CE
