@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench accuracy clean
+.PHONY: demo test coverage bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,19 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo-installed
 	$(BIN)/logsumexp demo
 
+# The whole suite, in parallel (pytest-xdist: one worker per core; tests that share a
+# module-scoped gloo group or Dask cluster run on one worker), the 15 slowest tests listed.
+# HYPOTHESIS_PROFILE=dev|nightly for fewer/more examples; `pytest -m "not slow"` while editing.
+PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
+
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Line coverage of the package (src/logsumexp) over the whole suite, per file and in total
+# (the data file is kept inside the venv, which git ignores).
+coverage: $(VENV)/.test-installed
+	$(BIN)/python -m pip install -q "pytest-cov>=5"
+	COVERAGE_FILE=$(VENV)/.coverage $(BIN)/python -m pytest -q $(PYTEST_ARGS) --cov=logsumexp --cov-report=term
 
 bench: $(VENV)/.test-installed
 	$(BIN)/logsumexp bench

@@ -13,29 +13,48 @@ from collections.abc import Iterable, Sequence
 
 import mpmath
 import numpy as np
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
 mpmath.mp.dps = 50
 MP = mpmath.mp
 
-# Derandomized (reproducible in CI; a failing example is printed); no deadline (2 shared cores);
-# no shrinking phase (it multiplies the time of a failing or xfail-marked property; the printed
-# example is then not minimal: re-run with phases including Phase.shrink to minimise it).
-HYP = settings(
-    max_examples=60,
-    phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target),
-    deadline=None,
-    derandomize=True,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+# The settings of the hypothesis profile in force (tests/conftest.py registers ``ci``, ``dev`` and
+# ``nightly`` and loads the one HYPOTHESIS_PROFILE names, ``ci`` by default, before any test
+# module imports this one): derandomized, no deadline, no shrinking under ci.
+HYP = settings()
+CI_EXAMPLES = 60  # max_examples of the ci profile: hyp() scales counts stated for ci
+
+
+def hyp(ci_examples: int) -> settings:
+    """The profile's settings with ``ci_examples`` examples under ``ci``, scaled like the profile
+    elsewhere (a quarter under ``dev``, ten times under ``nightly``); at least one."""
+    return settings(HYP, max_examples=max(1, round(ci_examples * HYP.max_examples / CI_EXAMPLES)))
 
 
 def _mpf(v: float) -> mpmath.mpf:
     return v if isinstance(v, mpmath.mpf) else MP.mpf(float(v))
 
 
+def _key(v: Iterable[float] | None) -> tuple[float, ...] | None:
+    """The values as a hashable cache key (float64, exactly: the references are of the rounded
+    inputs, so two arrays with the same float64 values have the same reference)."""
+    return None if v is None else tuple(float(x) for x in np.ravel(np.asarray(v, dtype=np.float64)))
+
+
+# The references below are cached per case for the session: hypothesis draws the same
+# (derandomized) examples for a property on every backend, and the families are shared by many
+# tests, so each exact value is computed once. The precision is part of the key.
+_CACHE = 4096
+
+
 def mp_lse(a: Iterable[float], b: Iterable[float] | None = None) -> mpmath.mpf:
+    """log|Σ b_i e^{a_i}| to 50 significant digits (finite a; −inf for an empty or zero sum);
+    cached per case (see _CACHE)."""
+    return _mp_lse(_key(a), _key(b), MP.prec)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _mp_lse(a: tuple[float, ...], b: tuple[float, ...] | None, prec: int) -> mpmath.mpf:
     """log|Σ b_i e^{a_i}| to 50 significant digits (finite a; −inf for an empty or zero sum).
 
     Computed as ``log|t_k| + log1p(Σ_{i≠k} t_i / t_k)`` with ``t_k`` the largest term, so that a
@@ -56,6 +75,12 @@ def mp_lse(a: Iterable[float], b: Iterable[float] | None = None) -> mpmath.mpf:
 
 
 def mp_lse_sign(a: Iterable[float], b: Iterable[float] | None = None) -> int:
+    """The sign of Σ b_i e^{a_i} (cached per case)."""
+    return _mp_lse_sign(_key(a), _key(b), MP.prec)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _mp_lse_sign(a: tuple[float, ...], b: tuple[float, ...] | None, prec: int) -> int:
     a = [float(v) for v in np.ravel(a)]
     bs = [1.0] * len(a) if b is None else [float(v) for v in np.ravel(b)]
     s = MP.fsum(_mpf(w) * MP.exp(_mpf(v)) for v, w in zip(a, bs) if v != -math.inf)
@@ -64,13 +89,19 @@ def mp_lse_sign(a: Iterable[float], b: Iterable[float] | None = None) -> int:
 
 def mp_log_softmax(a: Sequence[float]) -> list[mpmath.mpf]:
     """(x_i − m) − log1p(Σ_{j≠k} e^{x_j − m}) per entry (finite or −inf entries; not all −inf):
-    the dominant entry's tiny log-probability keeps its 50 digits."""
+    the dominant entry's tiny log-probability keeps its 50 digits. Cached per case (a new list
+    each call, so that a caller may change it)."""
+    return list(_mp_log_softmax(_key(a), MP.prec))
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _mp_log_softmax(a: tuple[float, ...], prec: int) -> tuple[mpmath.mpf, ...]:
     xs = [_mpf(v) for v in np.ravel(a)]
     k = max(range(len(xs)), key=lambda i: xs[i])
     m = xs[k]
     rest = MP.fsum(MP.exp(v - m) for i, v in enumerate(xs) if i != k and v != -math.inf)
     lr = MP.log1p(rest)
-    return [(v - m) - lr if v != -math.inf else MP.mpf("-inf") for v in xs]
+    return tuple((v - m) - lr if v != -math.inf else MP.mpf("-inf") for v in xs)
 
 
 def mp_softmax(a: Sequence[float]) -> list[mpmath.mpf]:
@@ -193,7 +224,12 @@ def abs_error(got: float, exact: mpmath.mpf) -> float:
 
 
 def condition(a: Iterable[float], b: Iterable[float]) -> float:
-    """Σ|b_i e^{a_i}| / |Σ b_i e^{a_i}|: how much the weighted sum cancels."""
+    """Σ|b_i e^{a_i}| / |Σ b_i e^{a_i}|: how much the weighted sum cancels (cached per case)."""
+    return _condition(_key(a), _key(b), MP.prec)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _condition(a: tuple[float, ...], b: tuple[float, ...], prec: int) -> float:
     a, b = np.ravel(a).astype(float), np.ravel(b).astype(float)
     num = MP.fsum(abs(_mpf(w)) * MP.exp(_mpf(v)) for v, w in zip(a, b))
     den = abs(MP.fsum(_mpf(w) * MP.exp(_mpf(v)) for v, w in zip(a, b)))

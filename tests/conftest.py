@@ -16,6 +16,17 @@ Every non-NumPy backend is skipped, with a reason naming the missing package, wh
 imported. Tests build their inputs in NumPy and convert them with ``backend.asarray``; results go
 back through ``backend.to_numpy`` (which computes Dask graphs, so lazily computed warnings surface
 inside the test, where ``filterwarnings = error`` turns them into failures).
+
+Besides the fixtures, this file sets up the suite as a whole (see README, "Contributing"):
+
+- hypothesis profiles ``ci`` (the default), ``dev`` (fewer examples) and ``nightly`` (more, and
+  random), chosen by the environment variable ``HYPOTHESIS_PROFILE``;
+- markers by module and backend (``jax``, ``dask``, ``torch``, ``triton``, ``hf``,
+  ``distributed``, ``slow``), so ``pytest -m "not slow"`` is the quick loop while editing;
+- ``numpy_only``: tests of behaviour that does not depend on the array library (argument
+  errors, option validation) take the ``backend`` fixture on NumPy alone;
+- under pytest-xdist, the tests that share a module-scoped fixture (a gloo process group, a
+  Dask cluster, a compiled harness) run on one worker, so that the fixture starts once.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,12 +43,34 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 # tests/_reference.py is imported as a plain module by the test files (pytest runs with
 # --import-mode=importlib, which does not put the test directory on sys.path).
 _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+# ------------------------------------------------------------------------------------------------
+# Hypothesis profiles (registered before any test module builds its settings from the default)
+# ------------------------------------------------------------------------------------------------
+# ci: derandomized (reproducible; a failing example is printed), no deadline (2 shared cores), no
+# shrinking (it multiplies the time of a failing or xfail-marked property; re-run under `nightly`,
+# which shrinks, to minimise a printed example). dev: the same with a quarter of the examples, for
+# the edit loop. nightly: ten times ci's examples, random (new inputs each run), shrinking on.
+_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+_COMMON: dict[str, Any] = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("ci", max_examples=60, phases=_NO_SHRINK, derandomize=True, **_COMMON)
+settings.register_profile("dev", max_examples=15, phases=_NO_SHRINK, derandomize=True, **_COMMON)
+settings.register_profile("nightly", max_examples=600, derandomize=False, **_COMMON)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+if PROFILE not in ("ci", "dev", "nightly"):
+    raise pytest.UsageError(f"HYPOTHESIS_PROFILE={PROFILE!r}: expected 'ci', 'dev' or 'nightly'")
+settings.load_profile(PROFILE)
 
 
 def _importable(name: str) -> bool:
@@ -58,7 +92,9 @@ class Backend:
     # xp.sum, xp.exp, xp.log1p): torch.sum of 999 equal terms is 1.8 ulp off where NumPy's
     # pairwise sum is 0.8; XLA's CPU log1p(−0.37) is 10 ulp off. 0 = the bound as specified.
     ulp_slack: float = 0.0
-    examples: int = 60  # hypothesis examples per property (graph-building backends get fewer)
+    # the share of the profile's max_examples run per property: graph-building backends (Dask
+    # builds a graph per call, JAX compiles one per shape) get fewer examples
+    example_share: float = 1.0
     ftz: bool = False  # flushes subnormal results to zero (XLA on CPU)
     request: Any = field(default=None, repr=False)  # the running test's request (set per test)
 
@@ -151,11 +187,11 @@ class Backend:
 
     @property
     def hyp(self) -> Any:
-        """hypothesis settings for this backend (see _reference.HYP)."""
+        """hypothesis settings for this backend: the profile's (_reference.HYP), with this
+        backend's share of its examples (at least one)."""
         from _reference import HYP
-        from hypothesis import settings
 
-        return settings(HYP, max_examples=self.examples)
+        return settings(HYP, max_examples=max(1, round(HYP.max_examples * self.example_share)))
 
     @property
     def default_float(self) -> str:
@@ -181,22 +217,22 @@ def _make(name: str) -> Backend:
     if name == "array_api_strict":
         import array_api_strict as xps
 
-        return Backend(name, xps, examples=30)
+        return Backend(name, xps, example_share=0.5)
     if name == "torch":
         import torch
 
-        return Backend(name, array_api_compat.array_namespace(torch.empty(0)), float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=1.0, examples=30)
+        return Backend(name, array_api_compat.array_namespace(torch.empty(0)), float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=1.0, example_share=0.5)
     if name == "dask":
         import dask.array as da
 
-        return Backend(name, array_api_compat.array_namespace(da.empty(0)), lazy=True, float_dtypes=("float16", "float32", "float64"), examples=8)
+        return Backend(name, array_api_compat.array_namespace(da.empty(0)), lazy=True, float_dtypes=("float16", "float32", "float64"), example_share=0.13)
     if name == "jax":
         import jax
 
         jax.config.update("jax_enable_x64", True)  # float64 inputs must stay float64
         import jax.numpy as jnp
 
-        return Backend(name, array_api_compat.array_namespace(jnp.empty(0)), lazy=True, float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=12.0, examples=5, ftz=True)
+        return Backend(name, array_api_compat.array_namespace(jnp.empty(0)), lazy=True, float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=12.0, example_share=0.08, ftz=True)
     if name == "cupy":
         import cupy
 
@@ -207,15 +243,17 @@ def _make(name: str) -> Backend:
 _PACKAGE = {"array_api_strict": "array_api_strict", "torch": "torch", "dask": "dask", "jax": "jax", "cupy": "cupy"}
 
 
-def _param(name: str) -> Any:
-    pkg = _PACKAGE.get(name)
-    marks = []
-    if pkg is not None and not _importable(pkg):
-        marks.append(pytest.mark.skip(reason=f"backend {name}: package {pkg!r} is not installed"))
-    return pytest.param(name, id=name, marks=marks)
-
-
 BACKEND_NAMES = ("numpy", "numpy-core", "array_api_strict", "torch", "dask", "jax", "cupy")
+# A backend whose package is missing gets no items at all (CuPy on a machine without it would
+# otherwise be one permanent skip per backend test): the session header names what was left out.
+INSTALLED = tuple(n for n in BACKEND_NAMES if n not in _PACKAGE or _importable(_PACKAGE[n]))
+MISSING = tuple(n for n in BACKEND_NAMES if n not in INSTALLED)
+
+
+def _param(name: str) -> Any:
+    return pytest.param(name, id=name)
+
+
 _cache: dict[str, Backend] = {}
 
 
@@ -233,7 +271,7 @@ def _activate(name: str) -> Iterator[Backend]:
         yield _cache[name]
 
 
-@pytest.fixture(params=[_param(n) for n in BACKEND_NAMES])
+@pytest.fixture(params=[_param(n) for n in INSTALLED])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """Every backend, both NumPy paths included (see the module docstring)."""
     with _activate(request.param) as b:
@@ -253,3 +291,98 @@ def np_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 def torch_ref() -> Any:
     """PyTorch as a reference implementation (cross-entropy semantics, autograd)."""
     return pytest.importorskip("torch", reason="the torch reference needs the package 'torch'")
+
+
+# ------------------------------------------------------------------------------------------------
+# The suite as a whole: report header, numpy_only, markers by module and backend, xdist groups
+# ------------------------------------------------------------------------------------------------
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"hypothesis profile: {PROFILE} (HYPOTHESIS_PROFILE: ci, dev or nightly)",
+             f"array backends: {', '.join(INSTALLED)}"]
+    if MISSING:
+        lines.append("backends not installed, so not generated: "
+                     + ", ".join(f"{n} (package {_PACKAGE[n]!r})" for n in MISSING))
+    return lines
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's default distribution ("load") ignores xdist_group marks: any -n run groups
+    # the tests that share a module-scoped fixture (see _group_by_module_fixture), so that
+    # `pytest -n auto` starts each gloo process group or Dask cluster once, as `make test` does.
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
+# Tests of behaviour decided before any array library is involved (argument and option
+# validation): one backend shows it; the other six would only repeat it. They run on NumPy
+# (the compiled path) alone, as tests marked @pytest.mark.numpy_only do.
+NUMPY_ONLY = {
+    "test_cross_entropy.py": {
+        "test_bad_options_raise_naming_the_argument",
+        "test_bad_shapes_and_dtypes_raise_naming_the_argument",
+        "test_bce_bad_arguments_raise",
+    },
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``numpy_only`` tests get the ``backend`` fixture on NumPy alone: a direct parametrisation
+    (added before pytest reads the marks) takes the place of the fixture's seven params."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    named = metafunc.function.__name__ in NUMPY_ONLY.get(Path(str(metafunc.definition.fspath)).name, ())
+    if named or metafunc.definition.get_closest_marker("numpy_only") is not None:
+        metafunc.definition.add_marker(pytest.mark.parametrize("backend", ["numpy"], indirect=True))
+
+
+# module (file name) -> markers for all its tests
+_MODULE_MARKS = {
+    "test_jax.py": ("jax",),
+    "test_dask.py": ("dask",),
+    "test_dask_distributed.py": ("dask", "distributed", "slow"),
+    "test_torch_distributed.py": ("torch", "distributed", "slow"),
+    "test_log_probs_distributed.py": ("torch", "distributed", "slow"),
+    "test_transformers.py": ("torch", "hf", "slow"),
+    "test_transformers_log_probs.py": ("torch", "hf", "slow"),
+}
+# a directory under tests/ -> markers for all its tests
+_DIR_MARKS = {"torch": ("torch",), "triton": ("torch", "triton", "slow")}
+# the params that name an array library (the backend fixture; test_conformance's faces)
+_BACKEND_PARAMS = ("backend", "np_backend", "face")
+
+
+def _marks_of(item: pytest.Item) -> set[str]:
+    path = Path(str(item.fspath))
+    names = set(_MODULE_MARKS.get(path.name, ()))
+    for parent in path.parents:
+        if parent.parent == Path(_HERE):
+            names.update(_DIR_MARKS.get(parent.name, ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for key in _BACKEND_PARAMS:
+            value = str(callspec.params.get(key, ""))
+            names.update(lib for lib in ("jax", "dask", "torch") if lib in value)
+    return names
+
+
+def _group_by_module_fixture(item: pytest.Item) -> str | None:
+    """The module's node id when the test uses a module-scoped fixture defined in its own
+    module (a process group, a cluster, a build): such tests must share one worker."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for defs in info.name2fixturedefs.values():
+        for fd in defs:
+            if fd.scope == "module" and getattr(fd, "baseid", "") == item.nodeid.split("::")[0]:
+                return item.nodeid.split("::")[0]
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in sorted(_marks_of(item)):
+            item.add_marker(getattr(pytest.mark, name))
+        group = _group_by_module_fixture(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
