@@ -82,12 +82,13 @@ def cross_entropy_rows(input: object, target: object, class_dim_last: bool = Fal
     if n_cls == 0:
         raise ValueError(f"input must have at least one class, got shape {tuple(x.shape)}")
     probs = _target(tuple(x.shape), t, class_dim)
-    logits = x.movedim(class_dim, -1).reshape(-1, n_cls)
+    # (N, C) input, the common call, is already rows: no view to make.
+    logits = x if x.ndim == 2 and class_dim == 1 else x.movedim(class_dim, -1).reshape(-1, n_cls)
     if probs:
         rows_t = t.movedim(class_dim, -1).reshape(-1, n_cls)
         shape = tuple(t.shape[:class_dim] + t.shape[class_dim + 1 :])
     else:
-        rows_t = t.reshape(-1).long()
+        rows_t = (t if t.ndim == 1 else t.reshape(-1)).long()
         shape = tuple(t.shape)
     return Rows(logits, rows_t, shape)
 

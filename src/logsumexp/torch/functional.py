@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from types import ModuleType
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -165,11 +166,15 @@ def _denominator(target: Tensor, weight: Tensor | None, opts: CrossEntropyOption
         return opts.num_items
     if target.is_floating_point():
         return float(target.shape[0])  # torch divides probability targets by the row count
-    valid = target != opts.ignore_index
     if weight is None:
         # A count: 0 only when every row is ignored, and then the sum of the losses is 0 and has
         # no gradient, so dividing by max(count, 1) is the "loss 0, gradient 0" rule in one step.
-        return valid.sum().clamp_min_(1)
+        if type(target) is Tensor and target.is_cpu and not torch.compiler.is_compiling() \
+                and not torch._C._functorch.is_functorch_wrapped_tensor(target):
+            # eager CPU: counted on the target's memory (no device to wait for, no torch ops)
+            return max(int(np.count_nonzero(target.numpy() != opts.ignore_index)), 1)
+        return (target != opts.ignore_index).sum().clamp_min_(1)
+    valid = target != opts.ignore_index
     return torch.where(valid, weight[torch.where(valid, target, 0)], 0.0).sum()
 
 
