@@ -50,6 +50,11 @@ static inline const double *load_block(const char *base, int isz, int64_t s, int
     return buf;
 }
 
+/* the loops over the pieces of a set of 16 lanes are unrolled, so that the lanes' accumulators
+ * stay in registers */
+#define PIECES _Pragma("GCC unroll 8")
+/* W elements from p (all there) */
+static inline vd vfull(const double *p) { vd v; memcpy(&v, p, sizeof v); return v; }
 /* lane l of a set of pieces (l < LANES) */
 #define LANE(v, l) ((v)[(l) / W][(l) % W])
 
@@ -57,11 +62,12 @@ static inline const double *load_block(const char *base, int isz, int64_t s, int
 static inline double block_max(const double *p, int64_t n) {
     vd mx[NPIECES];
     for (int k = 0; k < NPIECES; k++) mx[k] = vsplat(-LSE_INF);
-    for (int64_t i = 0; i < n; i += LANES)
-        for (int k = 0; k < NPIECES; k++) {
-            int64_t o = i + k * W;
-            mx[k] = vmax(vload(p + o, n - o, -LSE_INF), mx[k]);
-        }
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        PIECES for (int k = 0; k < NPIECES; k++) mx[k] = vmax(vfull(p + i + k * W), mx[k]);
+    }
+    if (i < n)
+        PIECES for (int k = 0; k < NPIECES; k++) mx[k] = vmax(vload(p + i + k * W, n - i - k * W, -LSE_INF), mx[k]);
     double m = -LSE_INF;
     for (int l = 0; l < LANES; l++) m = LANE(mx, l) > m ? LANE(mx, l) : m;
     return m;
@@ -112,15 +118,24 @@ static inline void add_terms54(vd x, vd m, vd *s, vd *c, vd *cnt) {
 static inline dd block_sum_f64(const double *p, int64_t n, double m) {
     vd s[NPIECES], c[NPIECES], cnt[NPIECES], mv = vsplat(m);
     for (int k = 0; k < NPIECES; k++) s[k] = c[k] = cnt[k] = vsplat(0.0);
-    for (int64_t i = 0; i < n; i += LANES)
-        for (int k = 0; k < NPIECES; k++) {
-            int64_t o = i + k * W;
-            add_terms54(vload(p + o, n - o, -LSE_INF), mv, &s[k], &c[k], &cnt[k]);
-        }
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        PIECES for (int k = 0; k < NPIECES; k++) add_terms54(vfull(p + i + k * W), mv, &s[k], &c[k], &cnt[k]);
+    }
+    if (i < n)
+        PIECES for (int k = 0; k < NPIECES; k++)
+            add_terms54(vload(p + i + k * W, n - i - k * W, -LSE_INF), mv, &s[k], &c[k], &cnt[k]);
     dd t = lanes_total(s, c);
     t.hi *= 0x1p-54;
     t.lo *= 0x1p-54;
     return dd_add(dd_of(lanes_sum(cnt)), t);
+}
+
+/* float32 data's terms e^{x - m} below m added to s, the entries equal to m counted in cnt */
+static inline void add_terms_lo(vd x, vd m, vd *s, vd *cnt) {
+    vi top = veq(x, m);
+    *s += vsel(top, vsplat(0.0), vexp_lo(x - m));
+    *cnt += vsel(top, vsplat(1.0), vsplat(0.0));
 }
 
 /* the same for float32 data (already widened in p): the terms below m in plain float64 lane
@@ -129,14 +144,13 @@ static inline dd block_sum_f64(const double *p, int64_t n, double m) {
 static inline dd block_sum_f32(const double *p, int64_t n, double m) {
     vd s[NPIECES], cnt[NPIECES], mv = vsplat(m);
     for (int k = 0; k < NPIECES; k++) s[k] = cnt[k] = vsplat(0.0);
-    for (int64_t i = 0; i < n; i += LANES)
-        for (int k = 0; k < NPIECES; k++) {
-            int64_t o = i + k * W;
-            vd x = vload(p + o, n - o, -LSE_INF);
-            vi top = veq(x, mv);
-            s[k] += vsel(top, vsplat(0.0), vexp_lo(x - mv));
-            cnt[k] += vsel(top, vsplat(1.0), vsplat(0.0));
-        }
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        PIECES for (int k = 0; k < NPIECES; k++) add_terms_lo(vfull(p + i + k * W), mv, &s[k], &cnt[k]);
+    }
+    if (i < n)
+        PIECES for (int k = 0; k < NPIECES; k++)
+            add_terms_lo(vload(p + i + k * W, n - i - k * W, -LSE_INF), mv, &s[k], &cnt[k]);
     return two_sum(lanes_sum(cnt), lanes_sum(s));
 }
 
