@@ -13,6 +13,7 @@ cross-entropy), ``logsumexp.dask`` the one-pass Dask reductions; neither is impo
 from typing import Any
 
 from . import _reduce
+from ._config import set_num_threads, show_config
 from ._cross_entropy import binary_cross_entropy_with_logits, cross_entropy, cross_entropy_grad
 from ._elementwise import log1mexp, logaddexp, logsubexp, softplus
 from ._lse import logsumexp, smoothmax, smoothmin
@@ -34,6 +35,8 @@ _reduce.register_backend("dask", _dask_backend)
 __version__ = "0.1.0"
 
 __all__ = [
+    "set_num_threads",
+    "show_config",
     "LSEState",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
