@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -322,6 +323,9 @@ NUMPY_ONLY = {
         "test_bad_shapes_and_dtypes_raise_naming_the_argument",
         "test_bce_bad_arguments_raise",
     },
+    "test_softmax.py": {"test_bad_temperature_raises_value_error"},
+    "test_lse.py": {"test_axis_out_of_bounds_raises", "test_repeated_axis_raises_value_error"},
+    "test_state.py": {"test_lsestate_shape_mismatch_raises_value_error"},
 }
 
 
@@ -336,33 +340,92 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.definition.add_marker(pytest.mark.parametrize("backend", ["numpy"], indirect=True))
 
 
-# module (file name) -> markers for all its tests
+# module (file name) -> markers for all its tests. ``slow`` (measured with --durations on the
+# 2-core Xeon): worker processes, model downloads' stand-ins, compilers (Inductor, XLA per shape,
+# gcc for the C harness), the Triton interpreter, SciPy's own suite, OpInfo's sample inputs.
 _MODULE_MARKS = {
-    "test_jax.py": ("jax",),
-    "test_dask.py": ("dask",),
+    "test_jax.py": ("jax", "slow"),
+    "test_dask.py": ("dask", "slow"),
     "test_dask_distributed.py": ("dask", "distributed", "slow"),
     "test_torch_distributed.py": ("torch", "distributed", "slow"),
     "test_log_probs_distributed.py": ("torch", "distributed", "slow"),
     "test_transformers.py": ("torch", "hf", "slow"),
     "test_transformers_log_probs.py": ("torch", "hf", "slow"),
+    "test_scipy_suite.py": ("slow",),
+    "test_packaging.py": ("slow",),
+    "test_accuracy_script.py": ("slow",),
+    "test_cpu_bits.py": ("slow",),
+    "test_demo.py": ("slow",),
+    "test_opinfo.py": ("slow",),
+    "test_compile.py": ("slow",),
 }
 # a directory under tests/ -> markers for all its tests
 _DIR_MARKS = {"torch": ("torch",), "triton": ("torch", "triton", "slow")}
+# tests that start a Python process (about a second each, more under load): slow
+_SLOW_TESTS = {
+    "test_cli.py": {"test_entry_point_subprocess", "test_python_m_and_stdin_text", "test_stdin_npy_subprocess"},
+    "test_cli_files.py": {"test_bom_on_stdin_text", "test_bad_target_subprocess_has_no_warning_or_path",
+                          "test_text_without_newline_streams_in_bounded_memory",
+                          "test_dev_zero_fails_fast_with_a_clear_error"},
+    "test_cli_issue20.py": {"test_issue20_piped_stdin_is_read_without_dash_f",
+                            "test_issue20_no_input_and_no_pipe_is_still_a_usage_error"},
+    "test_cpu.py": {"test_environment_variable_forces_a_target", "test_environment_variable_unknown_target_is_a_clear_error",
+                    "test_import_does_not_load_the_kernels", "test_thread_pool_survives_fork"},
+    "test_import.py": {"test_import_does_not_import_optional_libraries",
+                       "test_calling_the_array_core_on_numpy_does_not_import_torch_dask_or_jax"},
+    "test_weight_sum_rule.py": {"test_vocab_parallel_matches_torch"},
+}
+# backends whose items compile or build a graph per call (XLA per shape, Dask graphs): slow
+_SLOW_BACKENDS = ("jax", "dask")
 # the params that name an array library (the backend fixture; test_conformance's faces)
 _BACKEND_PARAMS = ("backend", "np_backend", "face")
 
 
+def _path_marks(path: Path) -> set[str]:
+    """The markers every test under ``path`` (a test module or a directory) gets."""
+    names = set(_MODULE_MARKS.get(path.name, ())) if path.suffix == ".py" else set()
+    for p in (path, *path.parents):
+        if p.parent == Path(_HERE):
+            names.update(_DIR_MARKS.get(p.name, ()))
+    return names
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m``, a module or directory none of whose tests can match is not even imported
+    (``-m "not slow"`` then skips importing transformers, Triton, the distributed modules):
+    the expression is false for the module's markers whatever the markers of its single tests."""
+    expr = config.option.markexpr
+    marks = _path_marks(collection_path) if expr else set()
+    if not marks:
+        return None
+    try:  # pytest's own parser of -m expressions (private: on any change, collect as usual)
+        from _pytest.mark.expression import Expression
+
+        compiled = Expression.compile(expr)
+        free = sorted(set(compiled.idents()) - marks)
+    except Exception:
+        return None
+    if len(free) > 8:
+        return None
+    for bits in itertools.product((False, True), repeat=len(free)):
+        on = marks | {n for n, b in zip(free, bits) if b}
+        if compiled.evaluate(lambda name, on=on, **kwargs: name in on):
+            return None
+    return True
+
+
 def _marks_of(item: pytest.Item) -> set[str]:
     path = Path(str(item.fspath))
-    names = set(_MODULE_MARKS.get(path.name, ()))
-    for parent in path.parents:
-        if parent.parent == Path(_HERE):
-            names.update(_DIR_MARKS.get(parent.name, ()))
+    names = _path_marks(path)
+    if getattr(item, "originalname", item.name) in _SLOW_TESTS.get(path.name, ()):
+        names.add("slow")
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
         for key in _BACKEND_PARAMS:
             value = str(callspec.params.get(key, ""))
             names.update(lib for lib in ("jax", "dask", "torch") if lib in value)
+            if any(lib in value for lib in _SLOW_BACKENDS):
+                names.add("slow")
     return names
 
 
