@@ -9,12 +9,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Stamp files so that a second `make test` does not reinstall.
-$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+# Stamp files so that a second `make test` does not reinstall; a change to the C kernels (or
+# their build) reinstalls, which recompiles them.
+KERNELS := setup.py $(wildcard src/logsumexp/_cpu/src/*.c src/logsumexp/_cpu/src/*.h)
+
+$(VENV)/.demo-installed: pyproject.toml $(KERNELS) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[fast]"
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml $(KERNELS) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@ $(VENV)/.demo-installed
 
