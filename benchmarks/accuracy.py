@@ -141,10 +141,19 @@ def _core(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _fallback(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _on_target(fn: Callable[..., Any], target: str) -> Callable[..., Any]:
+    """``fn`` with the kernels of one instruction-set target (what ``LOGSUMEXP_CPU`` forces)."""
+    import importlib
+
+    mod = importlib.import_module(f"logsumexp._cpu._kernels_{target}")
+
     def wrapped(*args: Any) -> Any:
-        with _cpu.numpy_fallback():
+        _cpu.kernels()
+        saved, _cpu._kernels = _cpu._kernels, mod
+        try:
             return fn(*args)
+        finally:
+            _cpu._kernels = saved
 
     return wrapped
 
@@ -176,9 +185,9 @@ def libraries(skip: Sequence[str] = ()) -> tuple[list[Library], list[str]]:
     leave_out = {name.lower() for name in skip}
     skipped: list[str] = [f"{name}: left out (--skip)" for name in ("SciPy", "torch", "JAX") if name.lower() in leave_out]
     fast_note = (
-        "compiled kernels active"
+        f"compiled C kernels, `{_cpu.target()}` target"
         if _cpu.available()
-        else "compiled kernels unavailable (numba missing): same numbers as the core path"
+        else "compiled kernels not built: same numbers as the core path"
     )
     libs = [
         Library(
@@ -187,27 +196,32 @@ def libraries(skip: Sequence[str] = ()) -> tuple[list[Library], list[str]]:
             softmax=lse.softmax,
             log_softmax=lse.log_softmax,
             cross_entropy=lambda z, t: lse.cross_entropy(z, t),
-            version=f"logsumexp {lse.__version__} ({fast_note}; float16 always takes the core path)",
+            version=f"logsumexp {lse.__version__} ({fast_note})",
             ours=True,
         ),
+    ]
+    # the other targets this CPU runs: the same bits are the claim, the table shows it
+    for target in [t for t in _cpu.supported_targets() if t != _cpu.target()]:
+        libs.append(Library(
+            f"ours ({target})",
+            lse=_on_target(lse.logsumexp, target),
+            softmax=_on_target(lse.softmax, target),
+            log_softmax=_on_target(lse.log_softmax, target),
+            cross_entropy=_on_target(lambda z, t: lse.cross_entropy(z, t), target),
+            version=f"logsumexp {lse.__version__} (compiled C kernels forced to the `{target}` target)",
+            ours=True,
+        ))
+    libs.append(
         Library(
             "ours (core)",
             lse=_core(lse.logsumexp),
             softmax=_core(lse.softmax),
             log_softmax=_core(lse.log_softmax),
             cross_entropy=_core(lambda z, t: lse.cross_entropy(z, t)),
-            version=f"logsumexp {lse.__version__} (pure array core, `logsumexp._cpu.disabled()`)",
-            ours=True,
-        ),
-        Library(
-            "ours (NumPy fallback)",
-            lse=_fallback(lse.logsumexp),
-            softmax=_fallback(lse.softmax),
-            log_softmax=_fallback(lse.log_softmax),
-            version=f"logsumexp {lse.__version__} (blocked NumPy, `logsumexp._cpu.numpy_fallback()`: "
-            "what runs where numba cannot import)",
-        ),
-    ]
+            version=f"logsumexp {lse.__version__} (generic array core, `logsumexp._cpu.disabled()`: what runs "
+            "on other namespaces, long double, or without the extension; working-precision sums)",
+        )
+    )
     try:
         if "scipy" in leave_out:
             raise _LeftOut
@@ -611,44 +625,30 @@ where ulp is the spacing of the dtype at |exact| (subnormal spacing below the no
 the default call (compiled CPU kernels for float32/float64), "ours (core)" the pure array core
 (`with logsumexp._cpu.disabled():`); float16 takes the core path in both.
 
-**How ours gets there (float64).** The compiled path sums the terms other than the maximal one
-(each exp as a power of two plus a correction, so `1 + y` is never rounded per term; blocks
-combined with a compensated sum) and finishes in double-double: `log1p` of the compensated tail as
-a double-double (`2·atanh` series) and the maximum added exactly, so that only the exps round
-before the single last rounding. A result that cancels against its maximum (|LSE| < |max|/2 with
-max < 0, the near-zero families below) is recomputed for that slice only with every `x_i − max`
-exact (TwoSum), every exp carried to ~2^-95 in double-double and the sum and `log1p` in
-double-double: about 0.3 µs per element, paid only by those slices. Weighted calls (`b=`, NumPy,
-both paths) recompute their cancelling slices the same way (|LSE| < |max|/2 of either sign, or
-signed weights whose sum falls below half the leading weight), weights multiplied in exactly:
-rounded once (tests/test_lse_weighted_exact.py; before, 6e3 ulp at LSE ≈ 1e-4 and 4e8 at 1e-9).
-What cannot be recomputed: `LSEState` and Dask, whose data are gone when the value is taken,
-keep an absolute error of about one rounding of the maximum on a near-zero result. log_softmax is `(x_i − max) −
-log1p(tail)` with the difference exact and the double-double `log1p`, rounded once per entry; the
-row's tail keeps its small powers of two (terms below 2^-37 of the largest tail term are summed
-whole with the low parts), each term gets the rounding of `x_i − max` back, and the row is summed
-256 entries at a time with a compensated sum between pieces. softmax takes each exp again as a
-double-double and divides it once by the double-double sum. A strided axis or several axes are
-copied into contiguous rows for the same kernel. The array core ("ours (core)", NumPy float64:
-`logsumexp/_lse_dd.py`, `_softmax_dd.py`) does the same in NumPy passes: each term as
-`2^k + 2^k·expm1(r)` so that only the small parts round, the double-double finish, the
-cancelling slices recomputed with double-double exps (~0.5 µs per element, only those slices),
-and the softmax entries in double-double; it costs 2-6× the plain NumPy formulas (the
-compiled path is the fast one). Other namespaces (torch, JAX: automatic differentiation) keep the
-working-precision finish.
+**How ours gets there (float64).** The compiled C kernels (every instruction-set target gives
+the same bits: the "ours (avx2)" / "ours (baseline)" columns are the same numbers by
+construction, and tests/test_cpu_bits.py checks it byte for byte) sum the terms other than the
+maximal ones in 16 fixed lanes: each exp as a power of two plus a correction (so `1 + y` is never
+rounded per term), the rounding of `x_i − max` put back into its term, each term added with
+TwoSum, the entries equal to the maximum counted apart. The finish is the kernels' own
+double-double: `log1p` of the double-double tail (`2·atanh` series) and the maximum added exactly,
+so that only the exps round before the single last rounding; no libm anywhere. A result that
+cancels against its maximum (|LSE| < |max|/2 with max < 0, the near-zero families below) is
+recomputed for that slice only with every exp carried to ~2^-95 in double-double and `log1p`
+refined by a Newton step: paid only by those slices. Weighted calls recompute their cancelling
+slices the same way (|LSE| < |max|/2 of either sign, or signed weights whose sum falls below half
+the leading weight), weights multiplied in exactly. What cannot be recomputed: `LSEState` and Dask,
+whose data are gone when the value is taken, keep an absolute error of about one rounding of the
+maximum on a near-zero result. log_softmax is `(x_i − max) − log1p(tail)` with the difference
+exact and the double-double `log1p`, rounded once per entry; softmax takes each exp again as a
+double-double and divides it once by the double-double sum. The generic array core ("ours
+(core)": other namespaces, long double, or no extension built) keeps the plain state in working
+precision with the double-double finish for NumPy float64; it has no exact recompute, so its
+near-zero results carry about one rounding of the maximum.
 
-**float32.** The compiled path keeps a float64 exp for float32 data (at most 0.51 ulp). A float32
-exp with float64 accumulation was measured (NumPy's float32 exp, 20 vectors × 7 families): ≤ 0.51
-ulp on six families but 0.73 on [0, −40×999], whose 999 equal terms share the float32 exp's
-rounding. The compiled path was not traded for it: a float32-lane exp (Cody-Waite and a degree-7
-polynomial in float32, split as 2^k + 2^k·y, summed in float64) was prototyped in Numba and ran
-the L1-resident exp sum at 0.95 ns per element against 1.04 for the float64 exp on the AMD EPYC
-(Zen 4) test machine, and again on the Intel Xeon (2.0 GHz, AVX-512) in pure float32 lanes (16
-per vector, the sum in float64 from L1): 1.11-1.16 against 1.07-1.10 ns per element for a block
-fold: no gain worth a looser bound. The NumPy fallback ("ours (NumPy fallback)", where
-Numba cannot import) does use the float32 exp, to stay ahead of NumPy's own shifted formula in
-time: its float32 bound is 1 ulp (0.73 measured), and its float32 softmax entries carry the
-rounding of `x_i − max` in float32, as NumPy's formula does.
+**float32.** The kernels keep a float64 exp for float32 data (relative error 1.05e-13) and float64
+lane sums, with the maximum's entries counted apart: float32 results are correctly rounded on
+every family (at most 0.51 ulp).
 """
 
 
