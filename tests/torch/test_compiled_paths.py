@@ -143,15 +143,32 @@ def test_face_cross_entropy_rows_match_the_torch_path(dtype, options):
 def test_face_cross_entropy_forward_backward_on_the_kernels(monkeypatch):
     x = _data((64, 1000), torch.float32).requires_grad_()
     t = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(1))
-    spy = _Spy(monkeypatch, "softmax_axes")
+    spy = _Spy(monkeypatch, "cross_entropy_grad_rows")
     loss = lt.cross_entropy(x, t)
     loss.backward()
-    assert len(spy.pointers) == 1  # the backward's softmax
+    # the forward's rows on the logits' own memory, then the backward's in the gradient buffer
+    assert len(spy.pointers) == 2 and spy.pointers[0] == x.data_ptr() != spy.pointers[1]
     xd = x.detach().clone().requires_grad_()
     ref = torch.nn.functional.cross_entropy(xd.double(), t)
     ref.backward()  # float64 reference (xd.grad float32, from float64)
     assert abs(loss.item() - ref.item()) <= 2 * F32_ULP * ref.item()
     assert torch.allclose(x.grad.double(), xd.grad.double(), rtol=0, atol=4 * F32_ULP / 64)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_face_cross_entropy_gradient_of_special_rows_matches_the_torch_path(inplace):
+    x = _special_rows(torch.float32)
+    t = torch.tensor([0, 3, 1, -100, 0, 0])  # row 3 (NaN) ignored, row 4 targets a −inf logit
+    grads = []
+    for kernels_on in (True, False):
+        xg = x.clone().requires_grad_()
+        if kernels_on:
+            lt.cross_entropy(xg * 1.0, t, reduction="sum", inplace_backward=inplace).backward()
+        else:
+            with _cpu.disabled():
+                lt.cross_entropy(xg * 1.0, t, reduction="sum", inplace_backward=inplace).backward()
+        grads.append(xg.grad)
+    _same(grads[0], grads[1], 4)
 
 
 def test_face_second_derivatives_still_flow():

@@ -451,6 +451,9 @@ def cross_entropy_rows_backward(
     ``out`` may be the logits themselves (an in-place backward: each chunk is read before it is
     overwritten by its gradient).
     """
+    fast = _compiled_backward(g_rows, g_lse, logits, target, weight, opts, out)
+    if fast is not None:
+        return fast
     n, c = logits.shape
     acc = acc_dtype(logits.dtype)
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if out is None else out
@@ -470,6 +473,35 @@ def cross_entropy_rows_backward(
         if not direct:
             grad[sl] = g
     return grad
+
+
+def _compiled_backward(
+    g_rows: Tensor, g_lse: Tensor | None, logits: Tensor, target: Tensor, weight: Tensor | None,
+    opts: CrossEntropyOptions, out: Tensor | None,
+) -> Tensor | None:
+    """The plain float32 rows' gradient (class targets; no weights, smoothing, z-loss, softcap or
+    LSE gradient) from the compiled kernel, in place in the gradient buffer: the logits copied
+    into it (or the logits themselves for ``out=logits``), then ``g·softmax − g·e_t`` per row in
+    one read and one write (:func:`_compiled_chunk`; special rows through :func:`chunk_grad`).
+    None where that does not apply."""
+    if (
+        weight is not None or opts.label_smoothing or opts.z_loss
+        or opts.softcap is not None or target.is_floating_point() or logits.dtype != torch.float32
+        or not _compiled.takes(logits) or g_rows.dtype != torch.float32
+    ):
+        return None
+    # autograd hands an unused LSE output a gradient of zeros: read it (eager CPU: one cheap pass
+    # over N values, no device) rather than give up the kernel for every plain loss.
+    if g_lse is not None and bool(g_lse.any()):
+        return None
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if out is None else out
+    if grad is not logits:
+        grad.copy_(logits)
+    n = logits.shape[0]
+    rows, lse = grad.new_empty(n), grad.new_empty(n)  # the kernel's by-products, unused here
+    if _compiled_chunk(grad, target, g_rows.contiguous(), opts, rows, lse):
+        return grad
+    return None  # declined before writing anything: the chunked path computes
 
 
 def cross_entropy_rows_backward_differentiable(
