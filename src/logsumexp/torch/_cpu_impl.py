@@ -8,6 +8,12 @@ block; only the per-row statistics (max, LSE) are O(rows). float16/bfloat16/floa
 float32, float64 in float64 (the array core accumulates float32 in float64; this face keeps
 float32, the precision of training).
 
+CPU float32/float64 tensors that hold data (not fake, functional or functorch-wrapped, not inside
+a trace) go to the compiled kernels of :mod:`logsumexp._cpu` instead, through zero-copy NumPy
+views (:mod:`._compiled`): LogSumExp, softmax, log-softmax, the plain cross-entropy rows and
+their gradient, each row read once and summed in float64. The chunked torch code below is what
+every other case runs, and what the kernels' special rows fall back to.
+
 Stability:
 
 - LSE is ``m + log1p(Σ_{i≠argmax} exp(x_i − m))`` with ``m = max(x)``: nothing overflows, and the

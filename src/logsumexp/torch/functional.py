@@ -371,8 +371,9 @@ def logsumexp(
     result. float16/bfloat16 are accumulated in float32; the result has the input's dtype.
 
     Where the final sum cancels (``|LSE| ≪ |max|``: ``[log .5, log .5 + 1e-12]`` gives 5.0001e-13),
-    the absolute rounding of ``log1p`` would be a large relative error; on CPU those rows are
-    recomputed by the array core's float64 LogSumExp (≤ 1 ulp). Under ``torch.func.vmap`` or
+    the absolute rounding of ``log1p`` would be a large relative error; on CPU the compiled kernels
+    (float32/float64, summed in float64 with a double-double finish) recompute those rows exactly
+    (≤ 1 ulp), as the chunked path does for other dtypes through the array core. Under ``torch.func.vmap`` or
     forward mode (``jacfwd``, ``hessian``) the face computes with plain torch operations, which
     those transforms support.
 
