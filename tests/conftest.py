@@ -36,6 +36,7 @@ import functools
 import importlib.util
 import itertools
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -375,8 +376,18 @@ _SLOW_TESTS = {
                        "test_calling_the_array_core_on_numpy_does_not_import_torch_dask_or_jax"},
     "test_weight_sum_rule.py": {"test_vocab_parallel_matches_torch"},
 }
+# and the longest of the rest (seconds each, measured): 2^20-entry inputs, threads on long
+# slices, a GAT trained for a loss curve
+_SLOW_TESTS["test_lse.py"] = {"test_large_input_uses_the_blocked_path_accurately"}
+_SLOW_TESTS["test_softmax.py"] = {"test_large_input_uses_the_blocked_path"}
+_SLOW_TESTS["test_cpu.py"] |= {"test_long_slice_same_bits_with_one_and_three_threads"}
+_SLOW_TESTS["test_segment.py"] = {"test_pyg_gat_trains_to_the_same_loss_curve_with_our_softmax"}
 # backends whose items compile or build a graph per call (XLA per shape, Dask graphs): slow
 _SLOW_BACKENDS = ("jax", "dask")
+# a test whose name says it runs on JAX or Dask, or compiles (torch.compile: Inductor), wherever
+# it lives (test_segment.py, test_complex.py, tests/torch, ...)
+_NAME_MARKS = ((re.compile(r"jax"), ("jax", "slow")), (re.compile(r"dask"), ("dask", "slow")),
+               (re.compile(r"compile(?!d)|opcheck"), ("slow",)))
 # the params that name an array library (the backend fixture; test_conformance's faces)
 _BACKEND_PARAMS = ("backend", "np_backend", "face")
 
@@ -417,8 +428,12 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 def _marks_of(item: pytest.Item) -> set[str]:
     path = Path(str(item.fspath))
     names = _path_marks(path)
-    if getattr(item, "originalname", item.name) in _SLOW_TESTS.get(path.name, ()):
+    function = getattr(item, "originalname", item.name)
+    if function in _SLOW_TESTS.get(path.name, ()):
         names.add("slow")
+    for pattern, marks in _NAME_MARKS:
+        if pattern.search(function):
+            names.update(marks)
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
         for key in _BACKEND_PARAMS:
