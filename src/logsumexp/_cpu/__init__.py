@@ -216,10 +216,22 @@ def num_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return _cpus()
+
+
+_affinity: tuple[int, int] = (-1, 1)  # (pid, CPUs this process may use): a system call saved per call
+
+
+def _cpus() -> int:
+    global _affinity
+    pid = os.getpid()
+    if _affinity[0] != pid:
+        try:
+            n = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            n = max(1, os.cpu_count() or 1)
+        _affinity = (pid, n)
+    return _affinity[1]
 
 
 def _run(fn: Any, n_items: int, work: int, *args: Any) -> None:

@@ -82,7 +82,9 @@ static inline int has_nan(const double *p, int64_t n) {
 /* the lanes' double-double sums (s[l] + c[l]) added in lane order */
 static inline dd lanes_total(const vd *s, const vd *c) {
     dd acc = {0.0, 0.0};
-    for (int l = 0; l < LANES; l++) acc = dd_add(acc, (dd){LANE(s, l), LANE(c, l)});
+    for (int l = 0; l < LANES; l++)
+        /* an empty lane adds exactly nothing to a normalised double-double: skipped (short rows) */
+        if (LANE(s, l) != 0.0 || LANE(c, l) != 0.0) acc = dd_add(acc, (dd){LANE(s, l), LANE(c, l)});
     return acc;
 }
 
