@@ -382,12 +382,17 @@ _SLOW_TESTS["test_lse.py"] = {"test_large_input_uses_the_blocked_path_accurately
 _SLOW_TESTS["test_softmax.py"] = {"test_large_input_uses_the_blocked_path"}
 _SLOW_TESTS["test_cpu.py"] |= {"test_long_slice_same_bits_with_one_and_three_threads"}
 _SLOW_TESTS["test_segment.py"] = {"test_pyg_gat_trains_to_the_same_loss_curve_with_our_softmax"}
+_SLOW_TESTS["test_kl.py"] = {"test_value_and_gradients_within_1e_6_from_bf16_inputs", "test_linear_matches_logits_path"}
+_SLOW_TESTS["test_log_probs.py"] = {"test_linear_matches_logits_path"}
+_SLOW_TESTS["test_func_transforms.py"] = {"test_jacobians"}
+_SLOW_TESTS["test_io.py"] = {"test_stream_npy_larger_than_chunk_matches_in_memory"}
+_SLOW_TESTS["test_accuracy_cpu.py"] = {"test_log_softmax_and_softmax_per_entry"}
 # backends whose items compile or build a graph per call (XLA per shape, Dask graphs): slow
 _SLOW_BACKENDS = ("jax", "dask")
-# a test whose name says it runs on JAX or Dask, or compiles (torch.compile: Inductor), wherever
-# it lives (test_segment.py, test_complex.py, tests/torch, ...)
+# a test whose name says it runs on JAX or Dask, compiles (torch.compile: Inductor) or runs
+# torch's gradcheck (finite differences in float64), wherever it lives (test_segment.py, test_complex.py, tests/torch, ...)
 _NAME_MARKS = ((re.compile(r"jax"), ("jax", "slow")), (re.compile(r"dask"), ("dask", "slow")),
-               (re.compile(r"compile(?!d)|opcheck"), ("slow",)))
+               (re.compile(r"compile(?!d)|opcheck|gradcheck"), ("slow",)))
 # the params that name an array library (the backend fixture; test_conformance's faces)
 _BACKEND_PARAMS = ("backend", "np_backend", "face")
 
