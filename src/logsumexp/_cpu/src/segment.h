@@ -37,7 +37,7 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
             double v = elem(x, isz, j), mk = m[k];
             g[l] = k;
             d[l] = lse_isfinite(mk) && v < mk ? v - mk : -LSE_INF; /* the max's own entries apart */
-            dl[l] = lse_isfinite(mk) && v < mk ? two_sum(v, -mk).lo : 0.0; /* the rounding of v - m */
+            dl[l] = lse_isfinite(mk) && v < mk && v > -LSE_INF ? two_sum(v, -mk).lo : 0.0; /* the rounding of v - m */
             lead[k] += lse_isfinite(mk) ? (v == mk) : (v == LSE_INF); /* NaN stays NaN */
         }
         vd dv = vload(d, n, -LSE_INF), hv, lv;
