@@ -83,7 +83,9 @@ def client() -> Iterator[Any]:
         n_workers=2,
         processes=True,
         threads_per_worker=1,
-        dashboard_address=None,  # no web server (and no warning about its optional packages)
+        # a free port: the scheduler serves its health endpoints on 8787 by default, and a second
+        # cluster on the machine (another xdist worker, another suite) then warns, which is an error here
+        dashboard_address=":0",
         silence_logs=logging.CRITICAL,  # the killed worker is logged as an error; expected here
     )
     with cluster, distributed.Client(cluster) as c:
