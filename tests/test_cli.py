@@ -253,10 +253,17 @@ def test_bench_runs_main_of_benchmarks_cpu(capsys, tmp_path, monkeypatch) -> Non
     assert code == 3 and out == "bench ['--quick', '-n', '5']\n"
 
 
-def test_bench_missing_is_a_clear_error(capsys, tmp_path, monkeypatch) -> None:
+def test_bench_away_from_a_checkout_runs_the_carried_benchmark(capsys, monkeypatch) -> None:
+    """An installed package has no benchmarks/cpu.py: `logsumexp bench` runs _bench.py (here on one
+    tiny case, so the test stays quick) and refuses options it does not take, naming them."""
+    from logsumexp import _bench
+
     monkeypatch.setattr(cli, "find_benchmark", lambda name="cpu.py": None)
-    err = fails(capsys, 1, "bench")
-    assert "benchmarks/cpu.py not found" in err
+    monkeypatch.setattr(_bench, "_cases", lambda quick: [("lse 64 f64", "lse", (64,), "float64", None)])
+    out = ok(capsys, "bench", "--quick")
+    assert "CPU kernels" in out and "lse 64 f64" in out and "logsumexp" in out and "NumPy shifted" in out
+    err = fails(capsys, 1, "bench", "--repeats", "3")
+    assert "--repeats" in err and "benchmarks/cpu.py" in err
 
 
 # --- subprocess: the entry point, python -m, stdin --------------------------------------------
