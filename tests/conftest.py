@@ -62,6 +62,14 @@ _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+# Triton's interpreter must be chosen before triton is first imported (its own tl.max etc. are
+# decorated at import): tests/triton/conftest.py chooses it, but test modules collected before that
+# directory import triton already (torch_geometric and peft do), and an xdist worker collects them
+# first. So the choice is made here too, where no test module has been imported yet: without an
+# NVIDIA device node no Triton kernel can be compiled, so the interpreter is the only way to run.
+if not any(Path("/dev").glob("nvidia[0-9]*")):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # ------------------------------------------------------------------------------------------------
 # Hypothesis profiles (registered before any test module builds its settings from the default)
 # ------------------------------------------------------------------------------------------------
