@@ -43,18 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Triton's interpreter must be chosen before triton is first imported, and under pytest-xdist a
-# worker may import it (through a test module of the torch face) before tests/triton/conftest.py is
-# collected: decide here, in the first conftest, from whether a CUDA driver is present (torch is
-# not imported for that: it is slow, and the test below is what torch.cuda.is_available reads).
-if not os.environ.get("TRITON_INTERPRET") and not any(
-    Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version")
-):
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 # tests/_reference.py is imported as a plain module by the test files (pytest runs with
 # --import-mode=importlib, which does not put the test directory on sys.path).
