@@ -45,3 +45,4 @@ def test_show_config_prints_the_target(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert cfg["target"] in out and "supported targets" in out
     assert set(cfg["supported_targets"]) <= {"baseline", "avx2", "avx512"}
+

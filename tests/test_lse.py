@@ -930,3 +930,11 @@ def test_issue20_0d_input_with_axis_0_is_scipys_answer(backend, axis):
     assert scipy_special.logsumexp(np.array(3.0), axis=0) == 3.0
     with pytest.raises(np.exceptions.AxisError):
         lse.logsumexp(np.array(3.0), axis=1)
+
+
+def test_unweighted_return_sign_of_an_all_neg_inf_slice_is_zero() -> None:
+    """SciPy's rule (the sum is 0): sign 0 with value −inf; +1 elsewhere, NaN in a NaN slice."""
+    x = np.array([[-np.inf, -np.inf], [1.0, 2.0], [np.nan, 1.0]])
+    val, sign = lse.logsumexp(x, axis=1, return_sign=True)
+    assert val[0] == -np.inf and np.array_equal(sign[:2], [0.0, 1.0]) and np.isnan(sign[2])
+    assert lse.logsumexp(np.array([-np.inf]), return_sign=True)[1] == 0.0

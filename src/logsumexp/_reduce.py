@@ -111,7 +111,11 @@ def lse_value(xp: Any, x: Array, axes: tuple[int, ...], w: Array | None, return_
         if w is None:
             out = _cpu.lse_value(x, axes)
             if out is not None:
-                return (out, np.where(np.isnan(out), out, np.ones_like(out))) if return_sign else out
+                if not return_sign:
+                    return out
+                # unweighted: the sum is positive, or 0 for an empty / all −inf slice, or NaN
+                sign = np.where(np.isnan(out), out, np.where(out == -math.inf, 0.0, 1.0)).astype(out.dtype)
+                return out, sign
         else:
             res = _cpu.lse_weighted(x, w, axes)
             if res is not None:
