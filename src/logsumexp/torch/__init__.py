@@ -40,6 +40,7 @@ __all__ = [
     "segment_softmax",
     "softmax",
     "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_log_probs",
     "vocab_parallel_log_probs",
 ]
 
@@ -54,4 +55,8 @@ def __getattr__(name: str) -> Any:
         from ._distributed_log_probs import vocab_parallel_log_probs
 
         return vocab_parallel_log_probs
+    if name == "vocab_parallel_linear_log_probs":
+        from ._distributed_log_probs import vocab_parallel_linear_log_probs
+
+        return vocab_parallel_linear_log_probs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
