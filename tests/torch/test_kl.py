@@ -292,3 +292,57 @@ def test_compile_fullgraph(dynamic):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(torch.autograd.grad(out, ws)[0], torch.autograd.grad(ref, ws)[0],
                                    rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the KLs' cache-sized pieces
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse"])
+def test_kls_in_cache_sized_pieces_match_float64(monkeypatch, kind):
+    """Pieces of 2 rows (``SUB_ELEMENTS`` cut down): the logits path (fresh gradient buffers) and the
+    linear path (gradients left in the chunk's own logits, student's and teacher's) against float64
+    eager, every gradient, an ignored token and a chunk (5) that is not a multiple of the piece."""
+    from logsumexp.torch import _kl
+
+    monkeypatch.setattr(_kl, "SUB_ELEMENTS", 2 * V)
+    g = torch.Generator().manual_seed(11)
+    n = 9
+    hs = torch.randn(n, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    ws = torch.randn(V, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    ht = torch.randn(n, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(V, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    lab = torch.randint(0, V, (n,), generator=g)
+    lab[4] = -100
+    up = torch.randn(n, generator=g, dtype=torch.float64)
+    out = L.linear_kl_div(hs, ws, ht, wt, lab, kind=kind, temperature=0.9, reduction="none", chunk_size=5)
+    grads = torch.autograd.grad((out * up).sum(), [hs, ws, ht, wt])
+    s, t = (hs @ ws.T).detach().requires_grad_(), (ht @ wt.T).detach().requires_grad_()
+    rows = L.kl_div_logits(s, t, lab, kind=kind, temperature=0.9, reduction="none")
+    g_logits = torch.autograd.grad((rows * up).sum(), [s, t])
+    ref = _reference(hs @ ws.T, ht @ wt.T, lab, kind, 0.5, 0.9, "none")
+    refs = torch.autograd.grad((ref * up).sum(), [hs, ws, ht, wt])
+    ss, tt = (hs @ ws.T).detach().requires_grad_(), (ht @ wt.T).detach().requires_grad_()
+    ref_logits = torch.autograd.grad((_reference(ss, tt, lab, kind, 0.5, 0.9, "none") * up).sum(), [ss, tt])
+    torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-13)
+    torch.testing.assert_close(rows, ref, rtol=1e-11, atol=1e-13)
+    for a, r in zip(grads, refs):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+    for a, r in zip(g_logits, ref_logits):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse"])
+def test_linear_special_rows_take_the_general_path(kind):
+    """A −inf logit on the student side only (an infinite weight entry): the fast pieces give up
+    after writing over the chunk's logits, and the chunk is recomputed for the general path; the
+    result equals kl_div_logits on the materialised logits (forward: +inf on that token)."""
+    g = torch.Generator().manual_seed(12)
+    hs = torch.rand(4, 3, generator=g, dtype=torch.float64) + 0.5  # positive: W·h = −inf where W = −inf
+    ws = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    ws[2, 0] = -math.inf
+    ht = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    wt = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    out = L.linear_kl_div(hs, ws, ht, wt, kind=kind, reduction="none", chunk_size=3)
+    ref = L.kl_div_logits(hs @ ws.T, ht @ wt.T, kind=kind, reduction="none")
+    assert bool(torch.isinf(out).all()) if kind == "forward" else bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
