@@ -308,17 +308,10 @@ def linear_log_probs_rows_backward(
             gz.div_(temperature)
         if grad_weight and bias is not None:
             g_bias += gz.sum(dim=0)
-        # Both products in the head's dtype, as autograd takes them for the model's head (bf16
-        # products are what a CPU with AMX does fastest: a float32 product of the bf16 chunk took
-        # 2.2x as long); the weight's gradient is still summed over the chunks in float32.
-        gz = gz.to(weight.dtype)
         if grad_hidden:
-            torch.mm(gz, weight, out=g_hidden[sl])
-        if grad_weight:
-            if g_weight.dtype == gz.dtype:
-                g_weight.addmm_(gz.t(), h)
-            else:
-                g_weight.add_(gz.t() @ h)
+            torch.mm(gz.to(weight.dtype), weight, out=g_hidden[sl])
+        if grad_weight:  # in float32 in place: a bf16 product plus its add into the sum cost 3x (issue 23)
+            g_weight.addmm_(gz.t(), h.to(acc))
     return g_hidden, g_weight.to(weight.dtype) if grad_weight else g_weight, \
         g_bias.to(bias.dtype) if g_bias.numel() else g_bias
 
