@@ -578,6 +578,33 @@ def cross_entropy_grad_rows(
     return ok
 
 
+def kl_grad_rows(
+    a: np.ndarray, b: np.ndarray, reverse: bool, g: np.ndarray | None, grad_a: bool, grad_b: bool, rows_out: np.ndarray
+) -> np.ndarray | None:
+    """Forward (``KL(q ‖ p)``) or reverse (``KL(p ‖ q)``) KL rows of float32 student logits ``a`` and
+    teacher logits ``b`` (C-contiguous [n, V], ``p = softmax(a)``, ``q = softmax(b)``) into
+    ``rows_out`` (float32 [n]); with ``g``, the gradients of ``Σ g_j·KL_j`` written in place of ``a``
+    (if ``grad_a``) and ``b`` (if ``grad_b``). Returns a bool mask of the rows done (False: a
+    non-finite maximum or KL, the rows untouched, for the caller's exact path), or None when the
+    kernels are not there or the inputs do not fit. See ``src/kl.h`` for the arithmetic."""
+    k = kernels() if _enabled else None
+    if k is None or not hasattr(k, "kl_rows"):
+        return None
+    if a.dtype != np.float32 or b.dtype != np.float32 or a.ndim != 2 or a.shape != b.shape:
+        return None
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and a.flags.writeable and b.flags.writeable):
+        return None
+    n, V = a.shape
+    if n == 0 or V == 0 or rows_out.shape != (n,) or rows_out.dtype != np.float32 or not rows_out.flags.c_contiguous:
+        return None
+    gg = None if g is None else np.ascontiguousarray(g, dtype=np.float32)
+    if gg is not None and gg.shape != (n,):
+        return None
+    ok = np.empty(n, dtype=np.bool_)
+    _run(k.kl_rows, n, n * V, a, b, V, int(reverse), gg, int(grad_a), int(grad_b), rows_out, ok)
+    return ok
+
+
 def segment_state(x: np.ndarray, ids: np.ndarray, num_segments: int) -> tuple[np.ndarray, ...] | None:
     """(m, lead, tail, tlo) of every group of axis 0 of ``x`` (float16/32/64; further axes carried),
     rows going to group ``ids[i]`` (int, in [0, num_segments): the caller checked), or None.

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
+from .. import _cpu
 from . import _cpu_impl as C
 from ._ops import _autograd, _building_graph, _call, _custom_op, _times
 from .._options import _check_int, _check_range
@@ -154,11 +155,48 @@ def _kl_finite_rows(
     return (rows, g_dst, g_src) if kind == "forward" else (rows, g_src, g_dst)
 
 
+def _compiled_kl(
+    a: Tensor, b: Tensor, kind: str, g: Optional[Tensor], want: tuple[bool, bool], inplace: bool,
+) -> Optional[tuple[Tensor, Optional[Tensor], Optional[Tensor]]]:
+    """The KLs of float32 CPU rows through the compiled kernel (``logsumexp._cpu.kl_grad_rows``,
+    ``src/kl.h``): each pair of rows read once from memory, its exps kept in float64 in L2, the row
+    constants and the KL in float64, the gradients written in place of the rows (of ``a`` and ``b``
+    themselves when ``inplace``, else of copies). None when the kernel declines. Rows it leaves
+    (a non-finite maximum or KL) are untouched and go through :func:`chunk_kl`'s general path.
+    One [65, 128,256] chunk, forward KL with the student's gradient, 2 threads of the 2-core Xeon:
+    see docs/BENCHMARKS.md (RL section)."""
+    if a.dtype != torch.float32 or b.dtype != torch.float32 or not (a.is_cpu and b.is_cpu) or a.ndim != 2:
+        return None
+    if not (a.is_contiguous() and b.is_contiguous()):
+        return None
+    on = g is not None
+    ga = a if inplace else (a.clone() if on and want[0] else a)
+    gb = b if inplace else (b.clone() if on and want[1] else b)
+    rows = a.new_empty(a.shape[0])
+    ok = _cpu.kl_grad_rows(ga.detach().numpy(), gb.detach().numpy(), kind == "reverse",
+                           None if g is None else g.detach().contiguous().numpy(), on and want[0], on and want[1],
+                           rows.numpy())
+    if ok is None:
+        return None
+    if not ok.all():
+        bad = torch.from_numpy(~ok).nonzero().squeeze(-1)
+        r, ra, rb = chunk_kl(ga[bad], gb[bad], kind, 0.5, None if g is None else g[bad], want, general=True)
+        rows[bad] = r
+        if ra is not None:
+            ga[bad] = ra
+        if rb is not None:
+            gb[bad] = rb
+    return rows, (ga if on and want[0] else None), (gb if on and want[1] else None)
+
+
 def _kl_pieces(
     a: Tensor, b: Tensor, kind: str, g: Optional[Tensor], want: tuple[bool, bool], inplace: bool,
 ) -> Optional[tuple[Tensor, Optional[Tensor], Optional[Tensor]]]:
     """:func:`_kl_finite_rows` over pieces of ``SUB_ELEMENTS`` entries (from cache); None if a
     piece has a special row. ``inplace``: the gradients are left in ``a`` (student) and ``b``."""
+    compiled = _compiled_kl(a, b, kind, g, want, inplace)
+    if compiled is not None:
+        return compiled
     n, v = a.shape
     step = max(1, SUB_ELEMENTS // max(v, 1))
     if n <= step:
@@ -601,10 +639,10 @@ def kl_div_logits(
     >>> from logsumexp.torch import kl_div_logits
     >>> s = torch.tensor([[1000.0, 0.0], [0.0, 0.0]])
     >>> t = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
-    >>> kl_div_logits(s, t, reduction="none")        # 500 − log 2 (within an ulp): exp(1000) never formed
-    tensor([499.3068,   0.0000])
+    >>> kl_div_logits(s, t, reduction="none")        # 500 − log 2, rounded once: exp(1000) never formed
+    tensor([499.3069,   0.0000])
     >>> kl_div_logits(s, t, kind="jsd", beta=0.0, reduction="none")  # TRL: β = 0 is the forward KL
-    tensor([499.3068,   0.0000])
+    tensor([499.3069,   0.0000])
     """
     eff = _check_options(kind, beta, temperature, ignore_index, reduction)
     s = _checks.floating("student_logits", student_logits)

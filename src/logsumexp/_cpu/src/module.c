@@ -15,6 +15,7 @@
 #include "cols.h"
 #include "segment.h"
 #include "softmax.h"
+#include "kl.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -384,6 +385,27 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *unused) {
     return r;
 }
 
+/* kl_rows(a, b, L, reverse, g, grad_a, grad_b, rows_out, ok, lo, hi): float32 a, b [n, L] in place (kl.h) */
+static PyObject *py_kl_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    float *a, *b, *rows;
+    const float *g;
+    char *okb;
+    int64_t L, reverse, grad_a, grad_b, lo, hi;
+    if (!parse(args, nargs, "wwnnRnnwwnn", &bs, &a, &b, &L, &reverse, &g, &grad_a, &grad_b, &rows, &okb, &lo, &hi))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    double *ea = scratch(L), *eb = scratch(L);
+    for (int64_t j = lo; j < hi; j++)
+        okb[j] = (char)kl_row(a + j * L, b + j * L, L, (int)reverse, g ? (double)g[j] : 0.0, g && grad_a, g && grad_b,
+                              &rows[j], ea, eb);
+    free(ea);
+    free(eb);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"lse_items", (PyCFunction)(void (*)(void))py_lse_items, METH_FASTCALL, "states of slice items"},
     {"merge_items", (PyCFunction)(void (*)(void))py_merge_items, METH_FASTCALL, "merge item states per row"},
@@ -399,6 +421,7 @@ static PyMethodDef methods[] = {
     {"log1p_rows", (PyCFunction)(void (*)(void))py_log1p_rows, METH_FASTCALL, "log1p of tails"},
     {"elementary", (PyCFunction)(void (*)(void))py_elementary, METH_FASTCALL, "elementary functions"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features"},
+    {"kl_rows", (PyCFunction)(void (*)(void))py_kl_rows, METH_FASTCALL, "forward / reverse KL rows"},
     {NULL, NULL, 0, NULL},
 };
 
