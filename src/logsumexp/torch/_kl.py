@@ -415,7 +415,10 @@ def linear_kl_rows(
     out_ht = torch.empty_like(ht) if on and wants[2] else hs.new_empty(0)
     out_wt = hs.new_zeros(wt.shape, dtype=acc) if on and wants[3] else hs.new_empty(0)
     keep = _counted(target, ignore_index, n, rows)
-    step = chunk_rows or max(1, C.LCE_CHUNK_BYTES // (2 * max(v, 1) * torch.finfo(acc).bits // 8))
+    # 64 MiB of float32 logits per head (130 tokens at V = 128,256): each chunk streams both weight
+    # matrices again, and at half that (65 tokens) the step took 1.17x eager F.kl_div's time against
+    # 0.88x (float32, N = 512, D = 1024, 2-core Xeon; issue 23's measurement).
+    step = chunk_rows or max(1, C.LCE_CHUNK_BYTES // (max(v, 1) * torch.finfo(acc).bits // 8))
     for start in range(0, n, step):
         sl = slice(start, min(start + step, n))
         g = None
@@ -681,7 +684,7 @@ def linear_kl_div(
     ``student_hidden`` ``(..., D_s)``, ``student_weight`` ``(V, D_s)``, ``teacher_hidden`` ``(..., D_t)``
     (the same tokens), ``teacher_weight`` ``(V, D_t)``: the two models may have different widths, not
     different vocabularies. Tokens are processed in chunks (``chunk_size``; default about 64 MiB of
-    float32 logits for the two heads together); each chunk's products are taken in the input dtype,
+    float32 logits per head); each chunk's products are taken in the input dtype,
     the rest in float32. With ``"mean"`` or ``"sum"`` the gradients are computed in the same pass
     (no recomputation: backward only scales them), for the student and for the teacher only if one
     of its tensors requires grad; with ``"none"`` backward recomputes each chunk.
