@@ -14,7 +14,7 @@ result itself with its generic Array API code.
 Hooks: :func:`lse_state` (the (max, lead, tail) state of each slice), :func:`lse_value` (the
 unweighted LogSumExp, rounded once), :func:`lse_weighted` (weighted LogSumExp and sign),
 :func:`softmax_axes` (softmax / log_softmax), :func:`cross_entropy_grad_rows` (the torch face's
-fused cross-entropy chunk). The layout planning (which slices, which offsets, rows or columns,
+fused cross-entropy chunk), :func:`kl_grad_rows` (its forward / reverse KL chunk). The layout planning (which slices, which offsets, rows or columns,
 how many threads) is here; the arithmetic is in C.
 
 Threads: the kernels release the GIL; inputs of at least ``PARALLEL_MIN`` elements are split
