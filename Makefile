@@ -9,16 +9,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# --no-compile: pip would byte-compile every installed module (torch, JAX, transformers: ~70 s
+# of the 2-core machine); Python compiles only what is imported, on first import, instead.
 # Stamp files so that a second `make test` does not reinstall; a change to the C kernels (or
 # their build) reinstalls, which recompiles them.
 KERNELS := setup.py $(wildcard src/logsumexp/_cpu/src/*.c src/logsumexp/_cpu/src/*.h)
 
 $(VENV)/.demo-installed: pyproject.toml $(KERNELS) | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[fast]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[fast]"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml $(KERNELS) | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[test]"
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
@@ -26,8 +28,9 @@ demo: $(VENV)/.demo-installed
 
 # The whole suite, in parallel (pytest-xdist: one worker per core; tests that share a
 # module-scoped gloo group or Dask cluster run on one worker), the 15 slowest tests listed.
-# HYPOTHESIS_PROFILE=dev|nightly for fewer/more examples; `pytest -m "not slow"` while editing.
-PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
+# HYPOTHESIS_PROFILE=dev|nightly for fewer/more examples; `pytest -m "not slow"` while editing
+# (pyproject's addopts run every pytest call on -n auto workers; `-n 0` for one process, e.g. pdb).
+PYTEST_ARGS ?= --durations=15
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -235,14 +235,14 @@ def _make(name: str) -> Backend:
     if name == "dask":
         import dask.array as da
 
-        return Backend(name, array_api_compat.array_namespace(da.empty(0)), lazy=True, float_dtypes=("float16", "float32", "float64"), example_share=0.13)
+        return Backend(name, array_api_compat.array_namespace(da.empty(0)), lazy=True, float_dtypes=("float16", "float32", "float64"), example_share=0.07)
     if name == "jax":
         import jax
 
         jax.config.update("jax_enable_x64", True)  # float64 inputs must stay float64
         import jax.numpy as jnp
 
-        return Backend(name, array_api_compat.array_namespace(jnp.empty(0)), lazy=True, float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=12.0, example_share=0.08, ftz=True)
+        return Backend(name, array_api_compat.array_namespace(jnp.empty(0)), lazy=True, float_dtypes=("float16", "bfloat16", "float32", "float64"), ulp_slack=12.0, example_share=0.04, ftz=True)
     if name == "cupy":
         import cupy
 
@@ -390,7 +390,10 @@ _SLOW_TESTS["test_lse.py"] = {"test_large_input_uses_the_blocked_path_accurately
 _SLOW_TESTS["test_softmax.py"] = {"test_large_input_uses_the_blocked_path"}
 _SLOW_TESTS["test_cpu.py"] |= {"test_long_slice_same_bits_with_one_and_three_threads"}
 _SLOW_TESTS["test_segment.py"] = {"test_pyg_gat_trains_to_the_same_loss_curve_with_our_softmax"}
-_SLOW_TESTS["test_kl.py"] = {"test_value_and_gradients_within_1e_6_from_bf16_inputs", "test_linear_matches_logits_path"}
+_SLOW_TESTS["test_kl.py"] = {"test_value_and_gradients_within_1e_6_from_bf16_inputs", "test_linear_matches_logits_path",
+                             "test_linear_frozen_teacher_bf16_within_float32_accuracy",
+                             "test_jsd_at_beta_0_and_1_is_trls_forward_and_reverse_kl"}
+_SLOW_TESTS["test_softmax_dd.py"] = {"test_blocks_and_items_per_entry"}
 _SLOW_TESTS["test_log_probs.py"] = {"test_linear_matches_logits_path"}
 _SLOW_TESTS["test_func_transforms.py"] = {"test_jacobians"}
 _SLOW_TESTS["test_io.py"] = {"test_stream_npy_larger_than_chunk_matches_in_memory"}
@@ -438,6 +441,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _own_target() -> str:
+    from logsumexp import _cpu
+
+    return _cpu.target()
+
+
 def _marks_of(item: pytest.Item) -> set[str]:
     path = Path(str(item.fspath))
     names = _path_marks(path)
@@ -454,6 +464,11 @@ def _marks_of(item: pytest.Item) -> set[str]:
             names.update(lib for lib in ("jax", "dask", "torch") if lib in value)
             if any(lib in value for lib in _SLOW_BACKENDS):
                 names.add("slow")
+        # the kernels under every CPU target (tests/_targets.py): the edit loop runs the one this
+        # process picked, the whole suite all of them (their bits and accuracy must agree)
+        target = callspec.params.get("each_target")
+        if target is not None and target != _own_target():
+            names.add("slow")
     return names
 
 

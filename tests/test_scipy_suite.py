@@ -19,6 +19,11 @@ Deselected, on purpose: the tests of the documented ``axis`` default (ours is ``
 
 The one other ignore is pytest's own deprecation of SciPy's ``parametrize(itertools.product)``
 (a warning about the test file, not about our code).
+
+On JAX and Dask every SciPy test builds a program (a jit per shape, a graph per call): the whole
+suite there took 148 s and 39 s of the 2-core machine, a third of ``make test``. There every test
+function runs, on every k-th of its parametrisations (k = ``SAMPLE``), the first one always: each
+of SciPy's checks still meets those faces, and NumPy, array-api-strict and torch run them all.
 """
 
 from __future__ import annotations
@@ -59,6 +64,27 @@ def _ours_tagged(name):
 logsumexp, softmax, log_softmax = (_ours_tagged(n) for n in ("logsumexp", "softmax", "log_softmax"))
 '''
 
+# backend -> run every k-th parametrisation of each SciPy test function (see the docstring)
+SAMPLE = {"jax.numpy": 8, "dask.array": 4}
+
+# a conftest plugin for the subprocess: keeps parametrisation 0, k, 2k, ... of each test function
+SAMPLER = '''
+import os
+
+
+def pytest_collection_modifyitems(config, items):
+    k = int(os.environ.get("LOGSUMEXP_SCIPY_SAMPLE", "1"))
+    if k <= 1:
+        return
+    seen, keep, drop = {}, [], []
+    for item in items:
+        key = (item.cls, getattr(item, "originalname", item.name))
+        n = seen[key] = seen.get(key, -1) + 1
+        (keep if n % k == 0 else drop).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
+'''
+
 INI = """[pytest]
 filterwarnings =
     error
@@ -73,15 +99,17 @@ def _prepare(tmp_path: Path) -> Path:
         pytest.skip(f"the installed SciPy ({scipy.__version__}) ships no {source.name}")
     test = tmp_path / "test_logsumexp.py"
     test.write_text(source.read_text() + REBIND)
-    (tmp_path / "conftest.py").write_text("from scipy.conftest import *  # noqa: F401,F403  (the xp fixture)\n")
+    (tmp_path / "conftest.py").write_text("from scipy.conftest import *  # noqa: F401,F403  (the xp fixture)\n"
+                                          + SAMPLER)
     (tmp_path / "pytest.ini").write_text(INI)
     return test
 
 
-def _run(tmp_path: Path, array_api: str | None) -> tuple[int, str]:
+def _run(tmp_path: Path, array_api: str | None, sample: int = 1) -> tuple[int, str]:
     test = _prepare(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("SCIPY_ARRAY_API", "PYTEST_ADDOPTS")}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env["LOGSUMEXP_SCIPY_SAMPLE"] = str(sample)
     if array_api is not None:
         env["SCIPY_ARRAY_API"] = array_api
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", str(test)]
@@ -109,7 +137,11 @@ def test_scipy_suite_on_array_api_backend(tmp_path: Path, backend: str) -> None:
     """``SCIPY_ARRAY_API`` with one backend per run (SciPy's conftest takes a JSON list of names)."""
     package = backend.split(".")[0]
     pytest.importorskip(package, reason=f"SciPy's {backend} backend needs the package {package!r}")
-    rc, out = _run(tmp_path, f'["{backend}"]')
+    sample = SAMPLE.get(backend, 1)
+    rc, out = _run(tmp_path, f'["{backend}"]', sample)
     counts = _counts(out)
     assert rc == 0, out[-6000:]
-    assert counts.get("passed", 0) >= 300, out[-2000:]
+    # the suite really ran: 300+ of SciPy 1.17.1's tests, or a k-th of them on a sampled backend
+    assert counts.get("passed", 0) >= 300 // sample, out[-2000:]
+    if sample > 1:  # and the sampler really sampled
+        assert counts.get("deselected", 0) > counts.get("passed", 0), out[-2000:]
