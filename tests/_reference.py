@@ -62,7 +62,9 @@ def _mp_lse(a: tuple[float, ...], b: tuple[float, ...] | None, prec: int) -> mpm
     digits would keep only 14 digits of the answer ``1e-36``.
     """
     a = [float(v) for v in np.ravel(a)]
-    bs = [1.0] * len(a) if b is None else [float(v) for v in np.ravel(b)]
+    if b is None:  # unit weights: the largest term is the largest a (no logs of weights to take)
+        return _mp_lse_unweighted([v for v in a if v != -math.inf])
+    bs = [float(v) for v in np.ravel(b)]
     pairs = [(_mpf(v), _mpf(w)) for v, w in zip(a, bs) if v != -math.inf and w != 0]
     if not pairs:
         return MP.mpf("-inf")
@@ -72,6 +74,15 @@ def _mp_lse(a: tuple[float, ...], b: tuple[float, ...] | None, prec: int) -> mpm
     if rest == -1:
         return MP.mpf("-inf")
     return ak + MP.log(abs(bk)) + MP.log(abs(1 + rest)) if rest < -0.5 else ak + MP.log(abs(bk)) + MP.log1p(rest)
+
+
+def _mp_lse_unweighted(a: list[float]) -> mpmath.mpf:
+    """``log Σ e^{a_i}`` of finite ``a`` as ``a_k + log1p(Σ_{i≠k} e^{a_i − a_k})``, ``a_k`` the largest."""
+    if not a:
+        return MP.mpf("-inf")
+    k = max(range(len(a)), key=a.__getitem__)
+    ak = _mpf(a[k])
+    return ak + MP.log1p(MP.fsum(MP.exp(_mpf(v) - ak) for i, v in enumerate(a) if i != k))
 
 
 def mp_lse_sign(a: Iterable[float], b: Iterable[float] | None = None) -> int:

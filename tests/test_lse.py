@@ -485,11 +485,11 @@ def test_dominant_term_keeps_relative_accuracy(backend):
 def test_large_input_uses_the_blocked_path_accurately(np_backend):
     """More elements than one NumPy block (2**17) along one row and across rows."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal(300_001) - 40.0
+    x = rng.standard_normal(140_001) - 40.0  # > 2**17 and > two of the kernels' 65,536-entry items
     x[12345] = 0.0
     got = lse.logsumexp(x)
     assert ulp_error(got, mp_lse(x), "float64") <= 1.5
-    y = rng.standard_normal((3, 70_000))
+    y = rng.standard_normal((2, 70_000))
     got = lse.logsumexp(y, axis=1)
     assert max_ulp_error(got, [mp_lse(r) for r in y], "float64") <= 1.5
 
