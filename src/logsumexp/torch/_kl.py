@@ -411,9 +411,12 @@ def linear_kl_rows(
     rows = hs.new_empty(n, dtype=acc)
     on = g_rows is not None
     out_hs = torch.empty_like(hs) if on and wants[0] else hs.new_empty(0)
-    out_ws = hs.new_zeros(ws.shape, dtype=acc) if on and wants[1] else hs.new_empty(0)
+    # The weights' sums start as the first chunk's product (no zero fill of V·D floats) unless
+    # there is no chunk at all.
+    fresh = hs.new_zeros if n == 0 else hs.new_empty
+    out_ws = fresh(ws.shape, dtype=acc) if on and wants[1] else hs.new_empty(0)
     out_ht = torch.empty_like(ht) if on and wants[2] else hs.new_empty(0)
-    out_wt = hs.new_zeros(wt.shape, dtype=acc) if on and wants[3] else hs.new_empty(0)
+    out_wt = fresh(wt.shape, dtype=acc) if on and wants[3] else hs.new_empty(0)
     keep = _counted(target, ignore_index, n, rows)
     # 64 MiB of float32 logits per head (130 tokens at V = 128,256): each chunk streams both weight
     # matrices again, and at half that (65 tokens) the step took 1.17x eager F.kl_div's time against
@@ -429,9 +432,9 @@ def linear_kl_rows(
                                   (wants[0] or wants[1], wants[2] or wants[3]))
         rows[sl] = torch.where(keep[sl] > 0, r, 0.0)
         if ga is not None:
-            _head_grads(ga, hs[sl], ws, out_hs[sl] if wants[0] else None, out_ws if wants[1] else None)
+            _head_grads(ga, hs[sl], ws, out_hs[sl] if wants[0] else None, out_ws if wants[1] else None, start == 0)
         if gb is not None:
-            _head_grads(gb, ht[sl], wt, out_ht[sl] if wants[2] else None, out_wt if wants[3] else None)
+            _head_grads(gb, ht[sl], wt, out_ht[sl] if wants[2] else None, out_wt if wants[3] else None, start == 0)
     return rows, out_hs, out_ws, out_ht, out_wt
 
 
@@ -449,14 +452,17 @@ def _linear_chunk(h_s: Tensor, ws: Tensor, h_t: Tensor, wt: Tensor, kind: str, b
     return chunk_kl(*logits(), kind, beta, g, want, general=True)
 
 
-def _head_grads(gz: Tensor, h: Tensor, w: Tensor, out_h: Optional[Tensor], out_w: Optional[Tensor]) -> None:
+def _head_grads(gz: Tensor, h: Tensor, w: Tensor, out_h: Optional[Tensor], out_w: Optional[Tensor],
+                first: bool) -> None:
     """``out_h = gz @ W`` in the head's dtype (as autograd takes it for the model's head) and
     ``out_w += gzᵀ @ h`` in float32 (float64 for float64) in place. Measured per 65-row chunk of
     V = 128,256, D = 1024 (2-core Xeon, AMX): the bf16 product of ``out_w``'s update took 189 ms
     plus 298 ms to add its 250 MiB into the float32 sum, the float32 ``addmm_`` 163 ms."""
     if out_h is not None:
         torch.mm(gz.to(w.dtype), w, out=out_h)
-    if out_w is not None:
+    if out_w is not None and first:
+        torch.mm(gz.t(), h.to(out_w.dtype), out=out_w)
+    elif out_w is not None:
         out_w.addmm_(gz.t(), h.to(out_w.dtype))
 
 
