@@ -521,6 +521,37 @@ def softmax_axes(x: np.ndarray, axes: tuple[int, ...], log: bool) -> np.ndarray 
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
+_last_koff: tuple[int, int, np.ndarray] = (-1, -1, np.zeros(0, dtype=np.int64))
+
+
+def _row_offsets(n: int, L: int) -> np.ndarray:
+    """Element offsets ``j·L`` of ``n`` contiguous rows, read-only, kept for the last (n, L): a
+    loop of small calls on one shape builds them once."""
+    global _last_koff
+    last = _last_koff  # one read: another thread may replace it, never mutate it
+    if last[0] == n and last[1] == L:
+        return last[2]
+    koff = np.arange(n, dtype=np.int64) * L
+    koff.setflags(write=False)
+    _last_koff = (n, L, koff)
+    return koff
+
+
+def softmax_last(x: np.ndarray, log: bool) -> np.ndarray | None:
+    """softmax (or log_softmax) of a C-contiguous float32/float64 ndarray along its last axis,
+    below ``PARALLEL_MIN`` elements, in one kernel call with no layout planning (the small calls,
+    where planning cost more than the kernel); None otherwise. Same values as :func:`softmax_axes`."""
+    k = _kernels if _enabled else None
+    if k is None or x.dtype.char not in "fd" or not x.flags.c_contiguous or not 0 < x.size < PARALLEL_MIN or not x.ndim:
+        return None
+    L = x.shape[-1]
+    n = x.size // L
+    koff = _row_offsets(n, L)
+    out = np.empty_like(x)
+    k.softmax_rows(x, x.itemsize, koff, 1, L, out, koff, 1, int(log), 0, n)
+    return out
+
+
 def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray | None:
     """softmax (or log_softmax) along one ``axis``: see :func:`softmax_axes`."""
     if type(x) is not np.ndarray or x.ndim == 0:
@@ -631,3 +662,76 @@ def elementary(which: str, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hi, lo = np.empty_like(d), np.empty_like(d)
     kernels().elementary(code, d, hi, lo, d.size)
     return hi, lo
+
+
+# --------------------------------------------------------------------------------------------
+# Segments: the torch face's fused forward and backward (segment.h)
+# --------------------------------------------------------------------------------------------
+SEGMENT_KINDS = {"softmax": 0, "log_softmax": 1, "lse_grad": 2}
+
+
+def _segment_kernels(*arrays: np.ndarray) -> Any:
+    """The kernels if they take these 2-d C-contiguous float32/float64 arrays of one dtype, else None."""
+    k = kernels() if _enabled else None
+    if k is None or not hasattr(k, "segment_write"):
+        return None
+    dt = arrays[0].dtype
+    if dt not in _FLOATS or any(a.dtype != dt or a.ndim != 2 or not a.flags.c_contiguous for a in arrays):
+        return None
+    return k
+
+
+def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """softmax / log_softmax (``kind``, x's shape and dtype) or LogSumExp (``"lse"``: float64,
+    ``(num_segments, F)``) of the groups of the rows of ``x`` (N, F), C-contiguous float32/64,
+    rows to ``ids`` (int64, checked in range by the caller); with the group constants
+    ``(5, num_segments, F)`` float64 (m, lead + tail as hi and lo, log(lead + tail) as hi and lo)
+    that the LogSumExp's backward takes. None where the kernels do not apply."""
+    k = _segment_kernels(x)
+    if k is None:
+        return None
+    N, F = x.shape
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    ns = num_segments * F
+    st = [np.empty(ns) for _ in range(4)]
+    k.segment_states(x, x.itemsize, N, F, ids, num_segments, *st)
+    consts = np.empty((5, num_segments, F))
+    v = np.empty((num_segments, F))
+    k.segment_consts(*st, ns, consts[1], consts[2], consts[3], consts[4], v)
+    consts[0] = st[0].reshape(num_segments, F)
+    if kind == "lse":
+        return v, consts
+    out = np.empty_like(x)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, *consts, None, SEGMENT_KINDS[kind], out)
+    return out, consts
+
+
+def segment_lse_grad(x: np.ndarray, ids: np.ndarray, consts: np.ndarray, g: np.ndarray) -> np.ndarray | None:
+    """``softmax(x)_i · g[ids[i]]`` (0 where the softmax is 0) from the forward's constants: the
+    gradient of the groups' LogSumExp; ``g`` (num_segments, F) is taken in float64."""
+    k = _segment_kernels(x)
+    if k is None:
+        return None
+    N, F = x.shape
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    g64 = np.ascontiguousarray(g, dtype=np.float64)
+    c = np.ascontiguousarray(consts, dtype=np.float64)
+    out = np.empty_like(x)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, *c, g64, SEGMENT_KINDS["lse_grad"], out)
+    return out
+
+
+def segment_backward(y: np.ndarray, g: np.ndarray, ids: np.ndarray, num_segments: int, log: bool) -> np.ndarray | None:
+    """The gradient of segment softmax (``y (g − Σ_group g y)``) or log-softmax
+    (``g − e^y Σ_group g``) from its output ``y`` and the upstream ``g`` (both (N, F), one dtype),
+    the per-group sums in float64."""
+    k = _segment_kernels(y, g)
+    if k is None:
+        return None
+    N, F = y.shape
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    S = np.empty(num_segments * F)
+    k.segment_bwd_sums(y, g, y.itemsize, N, F, ids, num_segments * F, int(log), S)
+    gx = np.empty_like(y)
+    _run(k.segment_bwd_write, N, N * F, y, g, y.itemsize, F, ids, S, int(log), gx)
+    return gx

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _segment_cpu
+
 __all__ = ["segment_log_softmax", "segment_logsumexp", "segment_softmax"]
 
 
@@ -92,6 +94,8 @@ def _apply(kind: str, src: Tensor, index: Tensor | None, ptr: Tensor | None, num
         raise ValueError(f"dim={dim} is out of range for src of {src.dim()} dimensions")
     x = src.movedim(dim, 0)
     ids, s = _groups(index, ptr, num_nodes, x.shape[0], src.device)
+    if _segment_cpu.takes(src):  # the compiled kernels, forward and fused backward
+        return _segment_cpu.apply(kind, x, ids, s).movedim(0, dim)
     acc = _acc_dtype(src)
     out = _SegmentFn.apply(kind, s, x.to(acc), ids)
     return out.to(src.dtype).movedim(0, dim)
@@ -210,3 +214,18 @@ class _SegmentFn(torch.autograd.Function):
         else:
             gx = g - _times(p, _seg_sum(g, ids, s).index_select(0, ids))
         return None, None, gx, None
+
+
+def _backward_ops(kind: str, s: int, x: Tensor, ids: Tensor, out: Tensor, g: Tensor) -> Tensor:
+    """The gradient of ``kind`` at ``x`` (rows grouped by ``ids``) from differentiable torch
+    operations, in x's dtype: the kernels' backward when a graph of the gradient is wanted."""
+    acc = _acc_dtype(x)
+    xa, ga = x.to(acc), g.to(acc)
+    p = _SegmentFn.apply("softmax", s, xa, ids)
+    if kind == "lse":
+        gx = _times(p, ga.index_select(0, ids))
+    elif kind == "softmax":
+        gx = _times(p, ga - _seg_sum(_times(p, ga), ids, s).index_select(0, ids))
+    else:
+        gx = ga - _times(p, _seg_sum(ga, ids, s).index_select(0, ids))
+    return gx.to(x.dtype)

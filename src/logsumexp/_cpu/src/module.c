@@ -406,6 +406,68 @@ static PyObject *py_kl_rows(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- segments: the torch face's fused kernels
+ * (segment.h): constants per group from the states, the forward write over rows [lo, hi), the
+ * backward's per-group sums and its write over rows [lo, hi) */
+static PyObject *py_segment_consts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const double *m, *ld, *t, *tl;
+    double *dh, *dl, *ch, *cl, *v;
+    int64_t ns;
+    if (!parse(args, nargs, "rrrrnwwwww", &bs, &m, &ld, &t, &tl, &ns, &dh, &dl, &ch, &cl, &v)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_consts(m, ld, t, tl, ns, dh, dl, ch, cl, v);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_segment_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *x;
+    const int64_t *ids;
+    const double *m, *dh, *dl, *ch, *cl, *g;
+    char *out;
+    int64_t isz, F, kind, lo, hi;
+    if (!parse(args, nargs, "rnnrrrrrrRnwnn", &bs, &x, &isz, &F, &ids, &m, &dh, &dl, &ch, &cl, &g, &kind, &out, &lo,
+               &hi))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_write(x, (int)isz, F, ids, m, dh, dl, ch, cl, g, (int)kind, out, lo, hi);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_segment_bwd_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *y, *g;
+    const int64_t *ids;
+    double *S;
+    int64_t isz, N, F, ns, log;
+    if (!parse(args, nargs, "rrnnnrnnw", &bs, &y, &g, &isz, &N, &F, &ids, &ns, &log, &S)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_bwd_sums(y, g, (int)isz, N, F, ids, ns, (int)log, S);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_segment_bwd_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *y, *g;
+    const int64_t *ids;
+    const double *S;
+    char *gx;
+    int64_t isz, F, log, lo, hi;
+    if (!parse(args, nargs, "rrnnrrnwnn", &bs, &y, &g, &isz, &F, &ids, &S, &log, &gx, &lo, &hi)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_bwd_write(y, g, (int)isz, F, ids, S, (int)log, gx, lo, hi);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"lse_items", (PyCFunction)(void (*)(void))py_lse_items, METH_FASTCALL, "states of slice items"},
     {"merge_items", (PyCFunction)(void (*)(void))py_merge_items, METH_FASTCALL, "merge item states per row"},
@@ -422,6 +484,10 @@ static PyMethodDef methods[] = {
     {"elementary", (PyCFunction)(void (*)(void))py_elementary, METH_FASTCALL, "elementary functions"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features"},
     {"kl_rows", (PyCFunction)(void (*)(void))py_kl_rows, METH_FASTCALL, "forward / reverse KL rows"},
+    {"segment_consts", (PyCFunction)(void (*)(void))py_segment_consts, METH_FASTCALL, "segment constants"},
+    {"segment_write", (PyCFunction)(void (*)(void))py_segment_write, METH_FASTCALL, "segment forward write"},
+    {"segment_bwd_sums", (PyCFunction)(void (*)(void))py_segment_bwd_sums, METH_FASTCALL, "segment backward sums"},
+    {"segment_bwd_write", (PyCFunction)(void (*)(void))py_segment_bwd_write, METH_FASTCALL, "segment backward write"},
     {NULL, NULL, 0, NULL},
 };
 
