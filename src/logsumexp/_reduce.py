@@ -66,6 +66,10 @@ def fast_numpy_lse(a: np.ndarray, axis: aa.Axis, keepdims: bool) -> Any:
         small = _cpu.lse_1d_small(a)  # n = 1000: straight to the kernel
         if small is not None:
             return small
+    if a.ndim >= 2 and type(axis) is int and (axis == -1 or axis == a.ndim - 1):
+        rows = _cpu.lse_last(a)  # C-contiguous float32/float64 rows: one kernel call
+        if rows is not None:
+            return rows[..., None] if keepdims else rows
     if a.dtype.kind != "f" or a.ndim == 0 or not _cpu.enabled():
         return None
     axes = aa.normalize_axis(axis, a.ndim)

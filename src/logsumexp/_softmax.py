@@ -115,7 +115,12 @@ def _normalize(x: Any, axis: aa.Axis, where: Any, temperature: float, dtype: Any
     if where is None and dtype is None and type(temperature) in (float, int) and temperature == 1:
         if type(x) is np.ndarray and x.ndim and x.dtype.char in "fd":
             # The common NumPy call straight to the kernels: no namespace, promotion or masking
-            # to work out (a masked array is not exactly np.ndarray).
+            # to work out (a masked array is not exactly np.ndarray); a small C-contiguous one
+            # along its last axis without even the layout planning.
+            if type(axis) is int and (axis == -1 or axis == x.ndim - 1):
+                fast = _cpu.softmax_last(x, log)
+                if fast is not None:
+                    return fast
             fast = _cpu.softmax_axes(x, _one_axis(axis, x.ndim), log)
             if fast is not None:
                 return fast

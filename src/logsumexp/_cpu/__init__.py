@@ -459,6 +459,24 @@ def lse_1d_small(x: np.ndarray) -> Any:
     return x.dtype.type(k.lse_1d(x, x.itemsize, x.size))
 
 
+def lse_last(x: np.ndarray) -> np.ndarray | None:
+    """Unweighted LogSumExp along the last axis of a C-contiguous float32/float64 ndarray of at
+    least 2 dimensions, rows of at most ``ITEM`` elements, in x's dtype (x's shape without the last
+    axis): state and finish in one kernel call per thread range, no layout planning; short rows
+    (≤ 16 entries) several at a time. Same bits as :func:`lse_value`; None where it does not apply."""
+    k = _kernels if _enabled else None
+    if k is None or x.dtype.char not in "fd" or not x.flags.c_contiguous or x.ndim < 2 or not x.size:
+        return None
+    L = x.shape[-1]
+    if L > k.ITEM or not hasattr(k, "lse_rows"):
+        return None
+    n = x.size // L
+    out = np.empty(n)
+    _run(k.lse_rows, n, x.size, x, x.itemsize, _row_offsets(n, L), L, out)
+    out = out.reshape(x.shape[:-1])
+    return out if x.dtype == np.float64 else out.astype(x.dtype)
+
+
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> Any:
     """Unweighted LogSumExp of ``x`` over ``axes`` in x's dtype, each value rounded once from
     the double-double finish (slices that cancel against their maximum recomputed exactly), or
@@ -470,6 +488,10 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> Any:
         if xr.size == 0:
             return x.dtype.type(-math.inf)
         return x.dtype.type(_kernels.lse_1d(xr, xr.itemsize, xr.size))
+    if xr.ndim >= 2 and axes == (xr.ndim - 1,):
+        rows_out = lse_last(xr)  # contiguous rows: no planning, short rows several at a time
+        if rows_out is not None:
+            return rows_out.astype(x.dtype, copy=False)
     (m, _, tail, tlo), rows = _plan_states(xr, axes)
     val = np.empty(m.size)
     _kernels.finish_rows(rows.x, rows.x.itemsize, rows.koff, rows.s, rows.L, m, tail, tlo, val, m.size)
@@ -702,8 +724,20 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     if kind == "lse":
         return v, consts
     out = np.empty_like(x)
-    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, *consts, None, SEGMENT_KINDS[kind], out)
+    pk = _segment_pack(consts, kind, None)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, SEGMENT_KINDS[kind], out)
     return out, consts
+
+
+def _segment_pack(consts: np.ndarray, kind: str, g: np.ndarray | None) -> np.ndarray:
+    """(m, hi, lo, g) of every group side by side, what segment_write reads: (hi, lo) the total
+    lead + tail (softmax, the LogSumExp's gradient) or its log (log-softmax)."""
+    pk = np.empty((consts[0].size, 4))
+    pk[:, 0] = consts[0].ravel()
+    pk[:, 1] = consts[3 if kind == "log_softmax" else 1].ravel()
+    pk[:, 2] = consts[4 if kind == "log_softmax" else 2].ravel()
+    pk[:, 3] = 0.0 if g is None else g.ravel()
+    return pk
 
 
 def segment_lse_grad(x: np.ndarray, ids: np.ndarray, consts: np.ndarray, g: np.ndarray) -> np.ndarray | None:
@@ -714,10 +748,9 @@ def segment_lse_grad(x: np.ndarray, ids: np.ndarray, consts: np.ndarray, g: np.n
         return None
     N, F = x.shape
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    g64 = np.ascontiguousarray(g, dtype=np.float64)
-    c = np.ascontiguousarray(consts, dtype=np.float64)
+    pk = _segment_pack(np.asarray(consts, dtype=np.float64), "lse_grad", np.asarray(g, dtype=np.float64))
     out = np.empty_like(x)
-    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, *c, g64, SEGMENT_KINDS["lse_grad"], out)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, SEGMENT_KINDS["lse_grad"], out)
     return out
 
 

@@ -97,4 +97,190 @@ static void finish_weighted(lse_state st, const char *base, int isz, int64_t s, 
     *sign = sg;
 }
 
+/* ---------------------------------------------------------------- short rows, W at a time
+ *
+ * Rows of L <= LANES elements (e.g. [1000, 5]) pay the general fold's fixed cost per row (16
+ * lanes, their double-double total, the bookkeeping of an item): here W rows are computed side
+ * by side, one row per hardware lane, with exactly the general path's arithmetic. For such a row
+ * the fold puts element i alone in virtual lane i, so its block sum is the lanes' (term, error)
+ * pairs added in index order (empty lanes skipped: adding (0, 0) changes nothing), scaled by
+ * 2^-54 and added to the count of entries at the maximum; these steps are repeated below, per
+ * element, on vectors of rows. The maximum is found in index order with the same strict compare
+ * (the first of equal entries wins, as in block_max). A row whose maximum or sum is not finite
+ * (NaN, +inf, all -inf) and the rows left over after the last full set of W go through the
+ * general path. Same bits as fold_range + finish_value, on every target (tests/test_cpu_fast.py).
+ */
+
+/* dd_add on vectors: the same operations, lane by lane */
+static inline void vdd_add(vd ah, vd al, vd bh, vd bl, vd *rh, vd *rl) {
+    vd sh = ah + bh, sb = sh - ah;
+    vd sl = (ah - (sh - sb)) + (bh - sb);
+    vd th = al + bl, tb = th - al;
+    vd tl = (al - (th - tb)) + (bl - tb);
+    sl += th;
+    vd u = sh + sl;
+    sl = sl - (u - sh);
+    sh = u;
+    sl += tl;
+    u = sh + sl;
+    *rl = sl - (u - sh);
+    *rh = u;
+}
+
+/* element i of W rows starting at row j (offsets koff, in elements) as float64 */
+static inline vd vcolumn(const char *x, int isz, const int64_t *koff, int64_t j, int64_t i) {
+    vd v;
+    for (int l = 0; l < W; l++) v[l] = elem(x, isz, koff[j + l] + i);
+    return v;
+}
+
+/* the (m, S) of W short rows, S the fold's sum of e^{x_i - m} (count at m included) */
+static inline void short_rows_fold(const char *x, int isz, const int64_t *koff, int64_t j, int64_t L, vd *m,
+                                   vd *Sh, vd *Sl) {
+    vd mv = vsplat(-LSE_INF);
+    for (int64_t i = 0; i < L; i++) mv = vmax(vcolumn(x, isz, koff, j, i), mv);
+    vd ah = vsplat(0.0), al = vsplat(0.0), cnt = vsplat(0.0);
+    if (isz == 8) {
+        for (int64_t i = 0; i < L; i++) {
+            vd s = vsplat(0.0), c = vsplat(0.0);
+            add_terms54(vcolumn(x, isz, koff, j, i), mv, &s, &c, &cnt);
+            vd rh, rl;
+            vdd_add(ah, al, s, c, &rh, &rl);
+            vi keep = veq(s, vsplat(0.0)) & veq(c, vsplat(0.0)); /* an empty lane is skipped */
+            ah = vsel(keep, ah, rh);
+            al = vsel(keep, al, rl);
+        }
+        ah *= 0x1p-54;
+        al *= 0x1p-54;
+        vd bh, bl;
+        vdd_add(cnt, vsplat(0.0), ah, al, &bh, &bl); /* dd_add(dd_of(count), tail) */
+        ah = bh;
+        al = bl;
+    } else {
+        vd s = vsplat(0.0);
+        for (int64_t i = 0; i < L; i++) {
+            vd t = vsplat(0.0);
+            add_terms_lo(vcolumn(x, isz, koff, j, i), mv, &t, &cnt);
+            s += t; /* lanes_sum in lane (= index) order */
+        }
+        vd sh = cnt + s, sb = sh - cnt; /* two_sum(count, sum) */
+        al = (cnt - (sh - sb)) + (s - sb);
+        ah = sh;
+    }
+    vdd_add(vsplat(0.0), vsplat(0.0), ah, al, Sh, Sl); /* the fold's S = (0, 0) + block sum */
+    *m = mv;
+}
+
+
+static inline vd vabs(vd a) { return (vd)((vi)a & (vi)vsplat(f_from_bits(0x7FFFFFFFFFFFFFFFull))); }
+static inline vi vge(vd a, vd b) { return (vi)(a >= b); }
+
+/* two_prod on vectors (the same guard: operands too large to split keep the product alone) */
+static inline void vtwo_prod(vd a, vd b, vd *ph, vd *pl) {
+    vd p = a * b;
+    vi ok = vlt(vabs(a), vsplat(0x1p995)) & vlt(vabs(b), vsplat(0x1p995));
+    vd at = 134217729.0 * a, ah = at - (at - a), al = a - ah;
+    vd bt = 134217729.0 * b, bh = bt - (bt - b), bl = b - bh;
+    vd e = (((ah * bh - p) + ah * bl) + al * bh) + al * bl;
+    *ph = p;
+    *pl = vsel(ok, e, vsplat(0.0));
+}
+
+/* 2^e for vectors of integers -1022 <= e <= 1023, exactly (pow2i) */
+static inline vd vpow2i(vi e) { return (vd)((e + 1023) << 52); }
+
+/* log1p_dd on vectors, for tails t >= 0 (1 + t normal): the same operations, lane by lane */
+static inline void vlog1p_dd(vd th, vd tl, vd *rh, vd *rl) {
+    vd one = vsplat(1.0);
+    vd sh = one + th, sb = sh - one;
+    vd sl = (one - (sh - sb)) + (th - sb);
+    vd b = sl + tl, u = sh + b;
+    sl = b - (u - sh);
+    sh = u;
+    vi k = (((vi)sh >> 52) & 0x7FF) - 1023;
+    vd f1 = sh * vpow2i(-(k / 2)) * vpow2i(-(k - k / 2));
+    k -= (vi)(f1 >= vsplat(1.4142135623730951)); /* a true compare is -1 */
+    vd s1 = vpow2i(-(k / 2)), s2 = vpow2i(-(k - k / 2));
+    vd fh = sh * s1 * s2, fl = sl * s1 * s2;
+    vd d = fh - 1.0;
+    vd nh = d + fl;
+    vd nl = vsel(vge(vabs(d), vabs(fl)), fl - (nh - d), d - (nh - fl));
+    vd dh = fh + 1.0, db = dh - fh;
+    vd dl = (fh - (dh - db)) + (1.0 - db);
+    b = dl + fl;
+    u = dh + b;
+    dl = b - (u - dh);
+    dh = u;
+    /* dd_div(num, den) */
+    vd q = nh / dh, ph, pl;
+    vtwo_prod(q, dh, &ph, &pl);
+    vd r = (((nh - ph) - pl) + nl) - q * dl;
+    vd c = r / dh;
+    vd uh = q + c, ul = c - (uh - q);
+    vd u2 = uh * uh;
+    vd p = vsplat(1.0 / 25.0);
+    p = p * u2 + 1.0 / 23.0;
+    p = p * u2 + 1.0 / 21.0;
+    p = p * u2 + 1.0 / 19.0;
+    p = p * u2 + 1.0 / 17.0;
+    p = p * u2 + 1.0 / 15.0;
+    p = p * u2 + 1.0 / 13.0;
+    p = p * u2 + 1.0 / 11.0;
+    p = p * u2 + 1.0 / 9.0;
+    p = p * u2 + 1.0 / 7.0;
+    p = p * u2 + 1.0 / 5.0;
+    p = p * u2 + 1.0 / 3.0;
+    vd rest = 2.0 * uh * (u2 * p);
+    vd a = 2.0 * uh, bb = 2.0 * ul + rest;
+    vd lh = a + bb, ll = bb - (lh - a);
+    /* k != 0: + k ln 2 in three parts */
+    vd kf = __builtin_convertvector(k, vd), ah, al;
+    vtwo_prod(kf, vsplat(LN2_LO), &ah, &al);
+    vd hh = kf * LN2_HI, hl = al + kf * LN2_LO2, xh, xl;
+    vdd_add(hh, hl, lh, ll, &xh, &xl);
+    vdd_add(xh, xl, ah, vsplat(0.0), &xh, &xl);
+    vi nz = vne(kf, vsplat(0.0));
+    *rh = vsel(nz, xh, lh);
+    *rl = vsel(nz, xl, ll);
+}
+
+/* LogSumExp of rows [lo, hi) (row j at element offset koff[j], unit stride, length L <= LANES)
+ * into out[j], rounded once as finish_value; buf: BLOCK doubles of scratch */
+static void short_rows_values(const char *x, int isz, const int64_t *koff, int64_t L, int64_t lo, int64_t hi,
+                              double *out, double *buf) {
+    int64_t j = lo;
+    for (; j + W <= hi; j += W) {
+        vd m, Sh, Sl;
+        short_rows_fold(x, isz, koff, j, L, &m, &Sh, &Sl);
+        /* the state's tail: two_sum(S.hi, -1), then fast_two_sum(t.hi, t.lo + S.lo) */
+        vd th = Sh - 1.0, tb = th - Sh;
+        vd tl = (Sh - (th - tb)) + (-1.0 - tb);
+        vd b = tl + Sl, u = th + b;
+        tl = b - (u - th);
+        th = u;
+        /* finish_value's common case: m + log1p(tail), rounded once (add_rounded) */
+        vd lh, ll;
+        vlog1p_dd(th, tl, &lh, &ll); /* special lanes compute garbage here, redone below */
+        vd vh = m + lh, vb = vh - m;
+        vd vl = (m - (vh - vb)) + (lh - vb);
+        vd v = vh + (vl + ll);
+        for (int l = 0; l < W; l++) {
+            double ml = m[l];
+            if (lse_isfinite(ml) && Sh[l] == Sh[l] && Sl[l] == Sl[l] && !value_cancels(ml, v[l])) {
+                out[j + l] = v[l];
+                continue;
+            }
+            const char *base = x + koff[j + l] * isz;
+            lse_state st = {ml, 1.0, th[l], tl[l]};
+            if (!(lse_isfinite(ml) && Sh[l] == Sh[l] && Sl[l] == Sl[l]))
+                st = fold_range(base, isz, 1, 0, L, NULL, 0, buf, NULL);
+            out[j + l] = finish_value(st, base, isz, 1, L);
+        }
+    }
+    for (; j < hi; j++) {
+        const char *base = x + koff[j] * isz;
+        out[j] = finish_value(fold_range(base, isz, 1, 0, L, NULL, 0, buf, NULL), base, isz, 1, L);
+    }
+}
+
 #endif

@@ -169,6 +169,32 @@ static PyObject *py_finish_rows(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+/* lse_rows(x, isz, koff, L, out, lo, hi): unweighted values of rows [lo, hi) of L elements at unit
+ * stride (row j at element offset koff[j]), state and finish in one call; rows of L <= LANES
+ * W at a time (short_rows_values), longer ones one by one. Same bits as lse_items + finish_rows. */
+static PyObject *py_lse_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *x;
+    const int64_t *koff;
+    double *out;
+    int64_t isz, L, lo, hi;
+    if (!parse(args, nargs, "rnrnwnn", &bs, &x, &isz, &koff, &L, &out, &lo, &hi)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    double *buf = scratch(BLOCK);
+    if (L <= LANES) {
+        short_rows_values(x, (int)isz, koff, L, lo, hi, out, buf);
+    } else {
+        for (int64_t j = lo; j < hi; j++) {
+            const char *base = x + koff[j] * isz;
+            out[j] = finish_value(slice_state(base, (int)isz, 1, L, NULL, 0, buf, NULL), base, (int)isz, 1, L);
+        }
+    }
+    free(buf);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 /* finish_weighted_rows(x, isz, w, wsz, koff, s, L, m, lead, tail, tlo, val, sign, nrows) */
 static PyObject *py_finish_weighted_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     bufset bs;
@@ -473,6 +499,7 @@ static PyMethodDef methods[] = {
     {"merge_items", (PyCFunction)(void (*)(void))py_merge_items, METH_FASTCALL, "merge item states per row"},
     {"col_items", (PyCFunction)(void (*)(void))py_col_items, METH_FASTCALL, "states of column blocks"},
     {"finish_rows", (PyCFunction)(void (*)(void))py_finish_rows, METH_FASTCALL, "unweighted values"},
+    {"lse_rows", (PyCFunction)(void (*)(void))py_lse_rows, METH_FASTCALL, "row values in one call"},
     {"finish_weighted_rows", (PyCFunction)(void (*)(void))py_finish_weighted_rows, METH_FASTCALL, "weighted values"},
     {"lse_1d", (PyCFunction)(void (*)(void))py_lse_1d, METH_FASTCALL, "1-D value in one call"},
     {"lse_1d_weighted", (PyCFunction)(void (*)(void))py_lse_1d_weighted, METH_FASTCALL, "1-D weighted value"},
