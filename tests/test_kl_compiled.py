@@ -3,12 +3,17 @@ torch face's forward and reverse KLs take for float32 CPU chunks.
 
 Against float64 eager torch (``F.kl_div`` on ``F.log_softmax``) under every CPU target, the same bits on
 every target and thread count, the rows it leaves (non-finite maximum or KL) untouched for the general
-path, and ``linear_kl_div`` / ``kl_div_logits`` through it with special rows.
+path, ``linear_kl_div`` / ``kl_div_logits`` through it with special rows, and a C harness over ``kl.h``
+(tests/arm64/kl_harness.c) built for every x86 target and for arm64 (under qemu): the same bytes.
 """
 
 from __future__ import annotations
 
 import math
+import platform
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +152,66 @@ def test_linear_float32_through_the_kernel_matches_float64(kind):
     refs = (gs @ ws.double(), gs.T @ hs.double(), gt @ wt.double(), gt.T @ ht.double())
     for x, r in zip(grads, refs):
         assert _rel(x.detach().numpy(), r.detach().numpy()) <= 2e-6
+
+
+# --------------------------------------------------------------------------- the C harness: x86 builds and arm64
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL_SRC = ROOT / "src" / "logsumexp" / "_cpu" / "src"
+HARNESS = Path(__file__).resolve().parent / "arm64" / "kl_harness.c"
+X86_FLAGS = {  # setup.py's targets
+    "baseline": [],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mprefer-vector-width=512"],
+}
+
+
+def _harness_input(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b, g = _data(n=5, seed=21)
+    a[1, 3] = math.inf  # left to the caller
+    a[2, 11] = -math.inf  # forward: +inf, left; reverse: done
+    b[3] = b[3] * 40.0  # a confident teacher: tiny tails
+    with open(path, "wb") as f:
+        f.write(np.array(a.shape, dtype="<i8").tobytes())
+        f.write(a.astype("<f4").tobytes() + b.astype("<f4").tobytes() + g.astype("<f4").tobytes())
+    return a, b, g
+
+
+def _extension_bytes(a: np.ndarray, b: np.ndarray, g: np.ndarray) -> bytes:
+    out = b""
+    for reverse in (False, True):
+        ok, rows, ga, gb = _kernel(a, b, g, reverse)
+        rows = np.where(ok, rows, 0.0).astype(np.float32)
+        out += rows.tobytes() + ok.astype(np.float32).tobytes() + ga.tobytes() + gb.tobytes()
+    return out
+
+
+def _build_and_run(cc: list[str], flags: list[str], tmp: Path, name: str, inp: Path) -> bytes:
+    exe, out = tmp / name, tmp / f"{name}.out"
+    cmd = [*cc, "-O2", "-ffp-contract=off", "-std=c11", *flags, f"-I{KERNEL_SRC}", str(HARNESS), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
+    runner = ["qemu-aarch64-static", str(exe)] if "aarch64" in cc[0] else [str(exe)]
+    res = subprocess.run([*runner, str(inp), str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return out.read_bytes()
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the x86 builds need an x86-64 host")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build the C harness")
+def test_harness_same_bytes_on_every_x86_build_and_as_the_extension(tmp_path):
+    inp = tmp_path / "in.bin"
+    a, b, g = _harness_input(inp)
+    expected = _extension_bytes(a, b, g)
+    for target in SUPPORTED:
+        got = _build_and_run(["gcc"], X86_FLAGS[target], tmp_path, f"kl_{target}", inp)
+        assert got == expected, target
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64-static") is None,
+                    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64-static for the arm64 build")
+def test_harness_arm64_build_gives_the_same_bytes(tmp_path):
+    inp = tmp_path / "in.bin"
+    a, b, g = _harness_input(inp)
+    got = _build_and_run(["aarch64-linux-gnu-gcc", "-static"], [], tmp_path, "kl_arm64", inp)
+    assert got == _extension_bytes(a, b, g)
