@@ -125,15 +125,17 @@ def _groups(index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, n: 
             f"index must be a 1-d integer tensor with one entry per element along dim ({n}); "
             f"got shape {tuple(index.shape)}, dtype {index.dtype}"
         )
-    if num_nodes is None:
-        num_nodes = int(index.max()) + 1 if n else 0
-    elif isinstance(num_nodes, bool) or int(num_nodes) < 0:
+    if num_nodes is not None and (isinstance(num_nodes, bool) or int(num_nodes) < 0):
         raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
     if n and not torch.compiler.is_compiling():
-        bad = (index < 0) | (index >= num_nodes)
-        if bool(bad.any()):
+        lo, hi = (int(v) for v in torch.aminmax(index))  # one pass (three for a mask of the bad ids)
+        num_nodes = hi + 1 if num_nodes is None else num_nodes
+        if lo < 0 or hi >= num_nodes:
+            bad = (index < 0) | (index >= num_nodes)
             pos = int(bad.to(torch.int8).argmax())
             raise IndexError(f"index[{pos}] = {int(index[pos])} is out of range for num_nodes={num_nodes}")
+    if num_nodes is None:
+        num_nodes = int(index.max()) + 1 if n else 0
     return index.long(), int(num_nodes)
 
 

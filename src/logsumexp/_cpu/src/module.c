@@ -452,14 +452,12 @@ static PyObject *py_segment_write(PyObject *self, PyObject *const *args, Py_ssiz
     bufset bs;
     const char *x;
     const int64_t *ids;
-    const double *m, *dh, *dl, *ch, *cl, *g;
+    const double *pk;
     char *out;
     int64_t isz, F, kind, lo, hi;
-    if (!parse(args, nargs, "rnnrrrrrrRnwnn", &bs, &x, &isz, &F, &ids, &m, &dh, &dl, &ch, &cl, &g, &kind, &out, &lo,
-               &hi))
-        return NULL;
+    if (!parse(args, nargs, "rnnrrnwnn", &bs, &x, &isz, &F, &ids, &pk, &kind, &out, &lo, &hi)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    segment_write(x, (int)isz, F, ids, m, dh, dl, ch, cl, g, (int)kind, out, lo, hi);
+    segment_write(x, (int)isz, F, ids, pk, (int)kind, out, lo, hi);
     Py_END_ALLOW_THREADS
     release(&bs);
     Py_RETURN_NONE;
