@@ -14,11 +14,21 @@ added: an all −inf or isolated group gives 0 (LSE −inf) and a zero gradient,
 entries share 1/k; a NaN stays in its group; a dominant entry keeps its relative accuracy.
 float32 is accumulated in float64 on a CPU (float16/bfloat16 in float32 at least).
 
-The backward pass is written by hand (``autograd.Function``): ``∂LSE = p``, softmax
-``p·(g − Σ_group g·p)``, log-softmax ``g − p·Σ_group g``; it is built from torch operations and the
-softmax Function itself, so second derivatives work. The forward uses ``scatter_reduce(amax)`` and
-``index_add`` only, so ``torch.compile(fullgraph=True)`` traces it (give ``num_nodes`` or ``ptr``:
-``index.max()`` is data-dependent).
+Three backends, chosen per call:
+
+- CPU float32/float64 tensors: the compiled kernels (``_segment_cpu``: custom ops on zero-copy NumPy
+  views; the state in two passes, one write; a fused backward, one scatter and one write).
+- CUDA tensors, where triton imports: the Triton kernels (``logsumexp.triton._segment``: one program
+  per group, ids put in group order by a stable argsort).
+- anything else (float16/bfloat16 on a CPU, ``torch.func`` transforms, forward-mode AD): torch
+  operations in an ``autograd.Function`` below, backward ``∂LSE = p``, softmax
+  ``p·(g − Σ_group g·p)``, log-softmax ``g − p·Σ_group g``, built from torch operations and the
+  softmax Function itself, so second derivatives work (the CPU kernels' backward falls back to it
+  when a graph of the gradient is built). Its forward uses ``scatter_reduce(amax)`` and
+  ``index_add`` only.
+
+``torch.compile(fullgraph=True)`` traces all three (give ``num_nodes`` or ``ptr``: ``index.max()``
+is data-dependent).
 """
 
 from __future__ import annotations
@@ -32,6 +42,25 @@ from torch import Tensor
 from . import _segment_cpu
 
 __all__ = ["segment_log_softmax", "segment_logsumexp", "segment_softmax"]
+
+
+def _load_triton_segment() -> Any:
+    """``logsumexp.triton._segment.segment_rows`` where CUDA and triton are available, else None; looked up
+    once at import, so that a ``torch.compile`` trace reads a module global (an import would break it)."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from ..triton._segment import segment_rows
+    except ImportError:
+        return None
+    return segment_rows
+
+
+_TRITON_SEGMENT: Any = _load_triton_segment()
+
+
+def _uses_triton(src: Tensor) -> bool:
+    return src.is_cuda and _TRITON_SEGMENT is not None
 
 
 def segment_softmax(
@@ -96,6 +125,10 @@ def _apply(kind: str, src: Tensor, index: Tensor | None, ptr: Tensor | None, num
     ids, s = _groups(index, ptr, num_nodes, x.shape[0], src.device)
     if _segment_cpu.takes(src):  # the compiled kernels, forward and fused backward
         return _segment_cpu.apply(kind, x, ids, s).movedim(0, dim)
+    if _uses_triton(src):  # the Triton kernels: one program per group, ids put in group order
+        rest = tuple(x.shape[1:])
+        out = _TRITON_SEGMENT(kind, x.reshape(x.shape[0], math.prod(rest)), ids, None, s)
+        return out.reshape((out.shape[0], *rest)).movedim(0, dim)
     acc = _acc_dtype(src)
     out = _SegmentFn.apply(kind, s, x.to(acc), ids)
     return out.to(src.dtype).movedim(0, dim)
