@@ -256,10 +256,12 @@ def test_core_tensor_bad_axis_raises_the_core_error():
 @pytest.mark.parametrize("log", [False, True])
 def test_numpy_softmax_goes_straight_to_the_kernels(monkeypatch, shape, axis, log):
     x = np.random.default_rng(0).standard_normal(shape) * 5
-    spy = _Spy(monkeypatch, "softmax_axes")
+    spy, last = _Spy(monkeypatch, "softmax_axes"), _Spy(monkeypatch, "softmax_last")
     fn = lse.log_softmax if log else lse.softmax
     got = fn(x, axis=axis)
-    assert spy.pointers == [x.__array_interface__["data"][0]]
+    # one hook, given x's own memory: the last axis to softmax_last (no planning), others planned
+    assert spy.pointers + last.pointers == [x.__array_interface__["data"][0]]
+    assert len(last.pointers) == (axis in (-1, x.ndim - 1))
     ref = torch.log_softmax if log else torch.softmax
     axes = tuple(range(x.ndim)) if axis is None else axis
     if isinstance(axes, tuple):  # torch takes one dim: flatten the normalised axes into one
@@ -276,3 +278,16 @@ def test_numpy_softmax_fast_path_keeps_the_core_rules():
     assert np.allclose(lse.softmax(masked), [0.5, 0.5, 0.0])  # a masked array: the core's masking
     assert lse.softmax(np.ones(4, dtype=np.float16)).dtype == np.float16
     assert np.allclose(lse.softmax(np.zeros(4), temperature=2.0), 0.25)
+
+
+def test_cross_entropy_options_cache_keeps_every_check():
+    """The options of a call are validated once per distinct set of values (issue 21: ~10 µs of a
+    small call): a cached ``1`` must not let ``True`` through, and a refused value raises every time."""
+    x, t = torch.zeros(2, 3), torch.tensor([0, 1])
+    assert lt.cross_entropy(x, t, ignore_index=1).item() == pytest.approx(math.log(3), rel=1e-6)
+    with pytest.raises(TypeError, match="ignore_index"):
+        lt.cross_entropy(x, t, ignore_index=True)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            lt.cross_entropy(x, t, label_smoothing=2.0)
+    assert lt.cross_entropy(x, t, label_smoothing=1).item() == pytest.approx(math.log(3), rel=1e-6)

@@ -529,6 +529,10 @@ def softmax_axes(x: np.ndarray, axes: tuple[int, ...], log: bool) -> np.ndarray 
     xr = _ready(x)
     if xr is None or not axes:
         return None
+    if len(axes) == 1 and axes[0] == xr.ndim - 1:
+        fast = softmax_last(xr, log)  # small C-contiguous rows: one kernel call, no planning
+        if fast is not None:
+            return fast if fast.dtype == x.dtype else fast.astype(x.dtype)
     if xr.size == 0:
         return np.empty_like(x)
     st = _elem_strides(xr)
@@ -620,9 +624,10 @@ def cross_entropy_grad_rows(
     n, C = z.shape
     if n == 0 or C == 0 or target.shape != (n,) or target.dtype != np.int64:
         return None
-    valid = target[target != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= C):
-        return None  # out of range: the caller's checks speak, never an unchecked index here
+    if not 0 <= int(target.min()) <= int(target.max()) < C:  # the common case in two reductions
+        valid = target[target != ignore_index]
+        if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= C):
+            return None  # out of range: the caller's checks speak, never an unchecked index here
     gg = None if g is None else np.ascontiguousarray(g, dtype=np.float32)
     if gg is not None and gg.size != n:
         return None

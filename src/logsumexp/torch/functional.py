@@ -9,6 +9,7 @@ the chunked torch operators of this package (CPU, or CUDA without Triton).
 
 from __future__ import annotations
 
+import functools
 import math
 from types import ModuleType
 
@@ -127,15 +128,8 @@ def cross_entropy(
     >>> cross_entropy(torch.tensor([[1000.0, 1000.0, 1000.0]]), t)   # log 3
     tensor(1.0986)
     """
-    opts = CrossEntropyOptions(
-        ignore_index=ignore_index,
-        reduction=_reduction(size_average, reduce, reduction),
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        num_items=num_items,
-        return_lse=return_lse,
-    )
+    opts = _options(ignore_index, _reduction(size_average, reduce, reduction), label_smoothing, z_loss, softcap,
+                    num_items, return_lse)
     if not isinstance(inplace_backward, bool):
         raise TypeError(f"inplace_backward must be a bool, got {type(inplace_backward).__name__}")
     rows = _checks.cross_entropy_rows(input, target)
@@ -158,6 +152,29 @@ def cross_entropy(
     losses, lse = _ops.cross_entropy_rows(rows.logits, rows.target, w, opts, inplace_backward)
     loss = _reduce(losses, rows, w, opts)
     return (loss, lse.reshape(rows.shape)) if opts.return_lse else loss
+
+
+@functools.lru_cache(maxsize=64)
+def _options_cached(types: tuple, *values: object) -> CrossEntropyOptions:
+    return CrossEntropyOptions(*values[:5], None, values[5])  # type: ignore[arg-type]
+
+
+def _options(ignore_index: object, reduction: object, label_smoothing: object, z_loss: object, softcap: object,
+             num_items: object, return_lse: object) -> CrossEntropyOptions:
+    """The call's options, validated once per distinct set of plain values (a training loop passes
+    the same ones every step; the checks cost ~10 µs, a small call's whole budget). The key holds
+    the values' types, so ``True`` never stands for ``1``; tensors, symbolic values and traced
+    calls build the object afresh. A set that fails its checks is not cached: it raises each time."""
+    if num_items is None and not torch.compiler.is_compiling():
+        values = (ignore_index, reduction, label_smoothing, z_loss, softcap, return_lse)
+        try:
+            return _options_cached(tuple(map(type, values)), *values)
+        except TypeError:
+            pass  # unhashable (or a bad type: the constructor below raises it again)
+    return CrossEntropyOptions(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+        z_loss=z_loss, softcap=softcap, num_items=num_items, return_lse=return_lse,  # type: ignore[arg-type]
+    )
 
 
 def _denominator(target: Tensor, weight: Tensor | None, opts: CrossEntropyOptions) -> Tensor | float:
