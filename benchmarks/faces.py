@@ -149,6 +149,13 @@ def torch_face(quick: bool) -> list[Row]:
             f"cross-entropy forward {label}": (lambda: lt.cross_entropy(x, t), lambda: F.cross_entropy(x, t)),
             f"cross-entropy forward + backward {label}": (step(lt.cross_entropy), step(F.cross_entropy)),
         }
+        if shape == (64, 1000):
+            # the floor under the face: the compiled rows kernel alone on the tensor's memory
+            from logsumexp import _cpu
+
+            xn = x.numpy()
+            cases[f"kernel alone: _cpu.lse_last {label} (vs torch.logsumexp)"] = (
+                lambda: _cpu.lse_last(xn), lambda: torch.logsumexp(x, -1))
         rows += _pair_rows(cases, _rounds(shape))
         del xg
     return rows

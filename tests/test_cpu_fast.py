@@ -1,7 +1,7 @@
 """The compiled layer's fast paths for small calls (issue 21): C-contiguous rows along the last
 axis go from the public function to one kernel call (``_cpu.lse_last``, ``_cpu.softmax_last``),
-and rows of at most 16 entries are computed several at a time (``short_rows_values`` in
-``src/finish.h``). They must give the bits of the planned path (``lse_items`` + ``finish_rows``,
+and rows of at most 16 entries are computed several at a time (``short_rows_values`` and, for
+softmax, ``short_rows_states`` in ``src/finish.h``). They must give the bits of the planned path (``lse_items`` + ``finish_rows``,
 ``softmax_axes``) on every target, special rows included, and be the path the public calls take.
 """
 
@@ -93,7 +93,7 @@ def test_lse_last_declines_what_it_does_not_plan() -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_softmax_last_same_bits_as_the_planned_path(dtype: type, log: bool, each_target: str) -> None:
     rng = np.random.default_rng(7)
-    for shape in [(10,), (1000,), (37, 5), (3, 4, 17)]:
+    for shape in [(10,), (1000,), (37, 1), (37, 5), (37, 16), (3, 4, 17)]:
         for kind in ["normal", "ties", "special"]:
             n = math.prod(shape[:-1])
             x = _rows(kind, max(n, 12), shape[-1], dtype, rng)

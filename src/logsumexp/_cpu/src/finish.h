@@ -244,6 +244,25 @@ static inline void vlog1p_dd(vd th, vd tl, vd *rh, vd *rl) {
     *rl = vsel(nz, xl, ll);
 }
 
+/* the states of W short rows starting at row j (as fold_range gives them: special rows through
+ * fold_range itself); buf: BLOCK doubles of scratch */
+static void short_rows_states(const char *x, int isz, const int64_t *koff, int64_t j, int64_t L, lse_state *st,
+                              double *buf) {
+    vd m, Sh, Sl;
+    short_rows_fold(x, isz, koff, j, L, &m, &Sh, &Sl);
+    vd th = Sh - 1.0, tb = th - Sh; /* two_sum(S.hi, -1), then fast_two_sum(t.hi, t.lo + S.lo) */
+    vd tl = (Sh - (th - tb)) + (-1.0 - tb);
+    vd b = tl + Sl, u = th + b;
+    tl = b - (u - th);
+    th = u;
+    for (int l = 0; l < W; l++) {
+        if (lse_isfinite(m[l]) && Sh[l] == Sh[l] && Sl[l] == Sl[l])
+            st[l] = (lse_state){m[l], 1.0, th[l], tl[l]};
+        else
+            st[l] = fold_range(x + koff[j + l] * isz, isz, 1, 0, L, NULL, 0, buf, NULL);
+    }
+}
+
 /* LogSumExp of rows [lo, hi) (row j at element offset koff[j], unit stride, length L <= LANES)
  * into out[j], rounded once as finish_value; buf: BLOCK doubles of scratch */
 static void short_rows_values(const char *x, int isz, const int64_t *koff, int64_t L, int64_t lo, int64_t hi,

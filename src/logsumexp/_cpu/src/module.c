@@ -263,7 +263,18 @@ static PyObject *py_softmax_rows(PyObject *self, PyObject *const *args, Py_ssize
     /* float32 softmax of unit-stride rows up to ITEM: one exp per entry (exps_f32_row) */
     int one_exp = isz == 4 && !log && xs == 1 && L <= ITEM;
     double *buf = scratch(one_exp ? L : BLOCK);
-    for (int64_t j = lo; j < hi; j++) {
+    int64_t j = lo;
+    if (!one_exp && xs == 1 && L <= LANES) {
+        /* short unit-stride rows: their states W at a time (short_rows_states: fold_range's bits) */
+        lse_state st[W];
+        for (; j + W <= hi; j += W) {
+            short_rows_states(x, (int)isz, xk, j, L, st, buf);
+            for (int l = 0; l < W; l++)
+                write_normalized(x + xk[j + l] * isz, (int)isz, 1, out + ok[j + l] * isz, os, 0, L, st[l], (int)log,
+                                 buf);
+        }
+    }
+    for (; j < hi; j++) {
         const char *base = x + xk[j] * isz;
         if (one_exp) {
             lse_state st = exps_f32_row((const float *)base, L, buf);

@@ -57,7 +57,7 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
                              lse_state st, int log, double *buf) {
     if (!lse_isfinite(st.m)) { write_special(base, isz, s, obase, os, a, b, st, log); return; }
     double m = st.m;
-    dd c = log1p_dd((dd){st.tail, st.tlo});                   /* log_softmax */
+    dd c = log ? log1p_dd((dd){st.tail, st.tlo}) : dd_of(0.0); /* log_softmax only */
     dd den = two_sum(st.lead, st.tail);                       /* softmax: lead + tail */
     den = fast_two_sum(den.hi, den.lo + st.tlo);
     dd dsp = split(den.hi);
