@@ -11,8 +11,12 @@ Rows (forward + backward of ``(softmax(x) * g).sum()`` or ``LSE(x) . g``):
   ``logsumexp.torch.segment_logsumexp`` vs a scatter(reduce="max")-based LSE (PyG's recipe:
   detached scatter max, exp, scatter sum, log).
 * NumPy: ``logsumexp.segment_logsumexp`` (forward only; no autodiff).
-* JAX (``jit``): ``logsumexp.segment_logsumexp`` vs the two-pass ``segment_max`` + ``segment_sum``,
-  forward + ``grad``.
+* JAX (``jit``): the two-pass ``segment_max`` + ``segment_sum`` LSE, forward + ``grad`` (the peer of
+  both our torch LSE and our own JAX path, which is plain jnp code under jit).
+* torch_scatter's ``scatter_logsumexp`` where it imports (it has no wheel for torch 2.13 and is
+  not built here).
+* sorted ids: our LSE forward with CSR offsets (torch ``ptr``, NumPy ``indptr``) against one
+  read of the data (``x.max()``) and a copy (``x.clone()``).
 
 Medians of interleaved rounds; the machine and the commit are printed with the table.
 
@@ -77,7 +81,35 @@ def torch_rows(x: np.ndarray, ids: np.ndarray, s: int) -> dict[str, object]:
         rows["torch: PyG softmax"] = fb(lambda: pyg_softmax(src, index, num_nodes=s), g_edges)
     except ImportError:
         pass
+    try:
+        from torch_scatter.composite import scatter_logsumexp
+
+        rows["torch: torch_scatter scatter_logsumexp"] = fb(
+            lambda: scatter_logsumexp(src, index, dim=0, dim_size=s), g_nodes
+        )
+    except ImportError:
+        pass
     return rows
+
+
+def sorted_rows(x: np.ndarray, ids: np.ndarray, s: int) -> dict[str, object]:
+    """LSE forward over sorted ids (CSR offsets) against one read and one copy of the data."""
+    import torch
+
+    import logsumexp as lse
+    from logsumexp import torch as lt
+
+    order = np.argsort(ids, kind="stable")
+    xs = np.ascontiguousarray(x[order])
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=s))])
+    ts, tp = torch.from_numpy(xs), torch.from_numpy(ptr)
+    return {
+        "sorted: torch ours segment_logsumexp(ptr) fwd": lambda: lt.segment_logsumexp(ts, ptr=tp),
+        "sorted: torch ours segment_softmax(ptr) fwd": lambda: lt.segment_softmax(ts, ptr=tp),
+        "sorted: numpy ours segment_logsumexp(indptr) fwd": lambda: lse.segment_logsumexp(xs, indptr=ptr),
+        "sorted: one read x.max()": lambda: ts.max(),
+        "sorted: copy x.clone()": lambda: ts.clone(),
+    }
 
 
 def jax_rows(x: np.ndarray, ids: np.ndarray, s: int) -> dict[str, object]:
@@ -94,6 +126,7 @@ def jax_rows(x: np.ndarray, ids: np.ndarray, s: int) -> dict[str, object]:
         return m + jnp.log(jax.ops.segment_sum(jnp.exp(v - m[i]), i, s))
 
     ours = jax.jit(jax.value_and_grad(lambda v, i: (lse.segment_logsumexp(v, i, s) * g).sum()))
+    jax.block_until_ready(ref_warm := jax.jit(lambda v: v.max())(xj))  # noqa: F841  (XLA's thread pool up)
     ref = jax.jit(jax.value_and_grad(lambda v, i: (two_pass(v, i) * g).sum()))
     return {
         "jax jit: ours segment_logsumexp": lambda: jax.block_until_ready(ours(xj, ij)),
@@ -108,24 +141,38 @@ def main() -> None:
     args = ap.parse_args()
     import logsumexp as lse
 
+    import os
+
+    import torch
+
+    load = os.getloadavg()
     print(f"# {cpu_model()}, commit {git_commit()}, median of {args.rounds} interleaved rounds (fwd+bwd)")
+    print(f"# torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load[0]:.1f} at start")
+    jax_peer = "jax jit: segment_max + segment_sum"
+    pairs = {
+        "torch: ours segment_softmax": ["torch: PyG softmax"],
+        "torch: ours segment_logsumexp": ["torch: scatter-max LSE", "torch: torch_scatter scatter_logsumexp", jax_peer],
+        "jax jit: ours segment_logsumexp": [jax_peer],
+        "sorted: torch ours segment_logsumexp(ptr) fwd": ["sorted: one read x.max()"],
+        "sorted: numpy ours segment_logsumexp(indptr) fwd": ["sorted: one read x.max()"],
+        "sorted: torch ours segment_softmax(ptr) fwd": ["sorted: copy x.clone()"],
+    }
     for name, (x, ids, s) in cases(args.quick).items():
         fns = {"numpy: ours segment_logsumexp (fwd)": lambda x=x, ids=ids, s=s: lse.segment_logsumexp(x, ids, s)}
         fns.update(torch_rows(x, ids, s))
         fns.update(jax_rows(x, ids, s))
+        fns.update(sorted_rows(x, ids, s))
         t = time_interleaved(fns, rounds=args.rounds, min_round=0.0)
-        pairs = {
-            "torch: ours segment_softmax": "torch: PyG softmax",
-            "torch: ours segment_logsumexp": "torch: scatter-max LSE",
-            "jax jit: ours segment_logsumexp": "jax jit: segment_max + segment_sum",
-        }
         rows = []
         for k, v in t.items():
-            peer = pairs.get(k)
-            ratio = f"{v.median / t[peer].median:.2f}x {peer.split(': ')[1]}" if peer in t else ""
-            rows.append([k, f"{v.median * 1e3:.1f}", ratio])
+            ratio = ", ".join(
+                f"{v.median / t[p].median:.2f}x {p.split(': ')[1]}" for p in pairs.get(k, []) if p in t
+            )
+            rows.append([k, f"{v.median * 1e3:.1f}", f"{v.best * 1e3:.1f}", ratio])
         print(f"\n## {name}\n")
-        print(markdown_table(["function", "median ms", "ratio (ours / peer)"], rows))
+        print(markdown_table(["function", "median ms", "min ms", "ratio of medians (ours / peer)"], rows))
+    load = os.getloadavg()
+    print(f"\n# load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end")
 
 
 if __name__ == "__main__":

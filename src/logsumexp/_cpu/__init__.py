@@ -724,7 +724,7 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     k.segment_states(x, x.itemsize, N, F, ids, num_segments, *st)
     consts = np.empty((5, num_segments, F))
     v = np.empty((num_segments, F))
-    k.segment_consts(*st, ns, consts[1], consts[2], consts[3], consts[4], v)
+    k.segment_consts(*st, ns, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
     consts[0] = st[0].reshape(num_segments, F)
     if kind == "lse":
         return v, consts
