@@ -42,6 +42,14 @@ def _special_input(dtype: np.dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return x.astype(dtype), ids, 23
 
 
+def _sorted_input(dtype: np.dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The special input in group order, with its CSR offsets: (x, ids, ptr, S)."""
+    x, ids, s = _special_input(dtype, seed)
+    order = np.argsort(ids, kind="stable")
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=s))])
+    return x[order], ids[order], ptr, s
+
+
 def _same(got: np.ndarray, want: np.ndarray, rtol: float) -> None:
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(np.nan_to_num(got, nan=0.0), np.nan_to_num(want, nan=0.0), rtol=rtol, atol=0)
@@ -89,6 +97,43 @@ def test_fused_backward_matches_the_torch_operations(kind, dtype):
         # the kernels read the float32 output y (one rounding, 2^-24 relative), the torch path keeps
         # p in float64: g - Σ g·y cancels, so the difference is bounded against max|g|, not |gx|
         np.testing.assert_allclose(got, want, rtol=2e-7, atol=2**-23 * scale)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_csr_offsets_take_the_row_fold_and_match_the_array_core(kind, monkeypatch):
+    calls = []
+    real = _cpu.segment_forward_csr
+    monkeypatch.setattr(_cpu, "segment_forward_csr", lambda *a: calls.append(1) or real(*a))
+    for dtype, rtol in ((np.float64, 4.5e-16), (np.float32, 6e-8)):
+        x, ids, ptr, s = _sorted_input(dtype, seed=8)
+        got = FACE[kind](torch.tensor(x), ptr=torch.tensor(ptr)).numpy()
+        with np.errstate(all="ignore"):
+            want = CORE[kind](x.astype(np.float64), ids, s).astype(dtype)
+        _same(got, want, rtol=rtol)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_csr_backward_matches_the_torch_operations(kind):
+    x0, ids, ptr, s = _sorted_input(np.float64, seed=9)
+    x0[np.isnan(x0)] = 1.0
+    results = []
+    for on in (True, False):
+        x = torch.tensor(x0, requires_grad=True)
+        if on:
+            out = FACE[kind](x, ptr=torch.tensor(ptr))
+        else:
+            out = _without_kernels(FACE[kind], x, torch.tensor(ids), s)
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        results.append(torch.autograd.grad(out, x, w)[0].numpy())
+    assert np.isfinite(results[0]).all()
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-13, atol=2**-52 * 4)
+
+
+@pytest.mark.parametrize("ptr", [[1, 2, 3], [0, 2, 4], [0, 2, 1, 3]])
+def test_bad_csr_offsets_are_refused_before_the_kernels_read(ptr):
+    with pytest.raises(ValueError, match="ptr must be non-decreasing CSR offsets"):
+        lt.segment_softmax(torch.zeros(3), ptr=torch.tensor(ptr))
 
 
 def _without_kernels(fn, x, idx, s):
@@ -157,6 +202,20 @@ def test_compiled_fullgraph_records_the_custom_ops(dynamic):
     torch.testing.assert_close(gx, wx, rtol=0, atol=0)
 
 
+def test_compiled_csr_offsets():
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.normal(size=(20, 2)), requires_grad=True)
+    ptr = torch.tensor([0, 3, 3, 11, 20])
+
+    def f(v, p):
+        return (lt.segment_log_softmax(v, ptr=p) * v).sum() + lt.segment_logsumexp(v, ptr=p).sum()
+
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x, ptr)
+    want = f(x, ptr)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, x)[0], torch.autograd.grad(want, x)[0], rtol=0, atol=0)
+
+
 def test_empty_and_zero_width_inputs():
     for shape in [(0,), (0, 3), (4, 0)]:
         x = torch.zeros(shape)
@@ -185,5 +244,8 @@ def test_segment_kernels_same_bits_on_every_target():
                         else:
                             out.append(_cpu.segment_backward(y, g, ids, s, kind == "log_softmax"))
                     out.append(lse.segment_logsumexp(x, ids, s))
+                    xs, _, ptr, _ = _sorted_input(dtype, seed=6)
+                    for kind in ("softmax", "log_softmax", "lse"):
+                        out += list(_cpu.segment_forward_csr(xs, ptr, kind))
             results.append(b"".join(np.asarray(a).tobytes() for a in out))
     assert all(r == results[0] for r in results[1:])

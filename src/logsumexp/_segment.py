@@ -564,9 +564,14 @@ def _numpy_ids(plan: _Plan) -> np.ndarray:
 
 
 def _numpy_run(plan: _Plan, kind: str) -> np.ndarray:
+    csr = _numpy_csr_state(plan)
+    if csr is not None and kind == "lse":
+        return np.asarray(csr[4], dtype=plan.out_dtype)  # the row kernels' value, rounded once
     ids = _numpy_ids(plan)
     s = plan.num_segments
-    if plan.w is not None:
+    if csr is not None:
+        st = SegmentState(*csr[:4])
+    elif plan.w is not None:
         st = _numpy_weighted_state(plan.x, plan.w, ids, s)
     else:
         st = SegmentState(*_numpy_segment_state(plan.x, ids, s))
@@ -576,6 +581,14 @@ def _numpy_run(plan: _Plan, kind: str) -> np.ndarray:
         else:
             out = _numpy_normalized(plan.x, ids, st, kind == "log_softmax")
     return np.asarray(out, dtype=plan.out_dtype)
+
+
+def _numpy_csr_state(plan: _Plan) -> tuple[np.ndarray, ...] | None:
+    """(m, lead, tail, tail_lo, value) of unweighted CSR groups from the compiled row fold (each
+    group's columns are slices of the rows' kernels: one read, threads over groups), or None."""
+    if plan.indptr is None or plan.w is not None or not _cpu.enabled():
+        return None
+    return _cpu.segment_csr_state(plan.x, np.asarray(plan.indptr))
 
 
 def _numpy_normalized(x: np.ndarray, ids: np.ndarray, st: SegmentState, log: bool) -> np.ndarray:

@@ -773,3 +773,45 @@ def segment_backward(y: np.ndarray, g: np.ndarray, ids: np.ndarray, num_segments
     gx = np.empty_like(y)
     _run(k.segment_bwd_write, N, N * F, y, g, y.itemsize, F, ids, S, int(log), gx)
     return gx
+
+
+def segment_forward_csr(x: np.ndarray, ptr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`segment_forward` for sorted rows: group ``s`` owns rows ``ptr[s] .. ptr[s+1]`` of ``x``
+    (N, F) (``ptr`` int64, checked by the caller). Each column of a group is folded and finished by
+    the row kernels (the LogSumExp with their cancelling recompute), groups split over the threads."""
+    k = _segment_kernels(x)
+    if k is None:
+        return None
+    N, F = x.shape
+    ptr = np.ascontiguousarray(ptr, dtype=np.int64)
+    S = ptr.size - 1
+    st = [np.empty(S * F) for _ in range(4)]
+    v = np.empty((S, F))
+    _run(k.segment_csr_states, S, N * F, x, x.itemsize, F, ptr, *st, v)
+    consts = np.empty((5, S, F))
+    scratch = np.empty((S, F))
+    k.segment_consts(*st, S * F, int(kind == "log_softmax"), consts[1], consts[2], consts[3], consts[4], scratch)
+    consts[0] = st[0].reshape(S, F)
+    if kind == "lse":
+        return v, consts
+    out = np.empty_like(x)
+    _run(k.segment_csr_write, S, N * F, x, x.itemsize, F, ptr, *st, int(kind == "log_softmax"), out)
+    return out, consts
+
+
+def segment_csr_state(x: np.ndarray, ptr: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """(m, lead, tail, tlo, value) of every CSR group of axis 0 of ``x`` (float32/64, further axes
+    carried), each (S, *rest) float64, or None where the kernels do not apply."""
+    xr = _ready(x)
+    if xr is None or xr.ndim == 0:
+        return None
+    rest = xr.shape[1:]
+    x2 = np.ascontiguousarray(xr).reshape(xr.shape[0], -1) if xr.shape[0] else np.zeros((0, math.prod(rest)), xr.dtype)
+    k = _segment_kernels(x2)
+    if k is None:
+        return None
+    ptr = np.ascontiguousarray(ptr, dtype=np.int64)
+    S, F = ptr.size - 1, x2.shape[1]
+    out = [np.empty(S * F) for _ in range(5)]
+    _run(k.segment_csr_states, S, x2.size, x2, x2.itemsize, F, ptr, *out)
+    return tuple(a.reshape((S, *rest)) for a in out)

@@ -108,6 +108,29 @@ def _(x: Tensor, ids: Tensor, consts: Tensor, g: Tensor) -> Tensor:
     return torch.empty_like(x)
 
 
+@torch.library.custom_op("logsumexp::segment_fwd_csr", mutates_args=())
+def segment_fwd_csr(x: Tensor, ptr: Tensor, kind: int) -> tuple[Tensor, Tensor]:
+    """:func:`segment_fwd` for sorted rows given by CSR offsets ``ptr`` (checked here, where the
+    values are real even under ``torch.compile``: the kernels must not read past ``x``)."""
+    p = _np(ptr).astype(np.int64, copy=False)
+    n = x.shape[0]
+    if p.size < 1 or p[0] != 0 or p[-1] != n or (p.size > 1 and bool((p[1:] < p[:-1]).any())):
+        raise ValueError(f"ptr must be non-decreasing CSR offsets from 0 to src.size(dim) = {n}")
+    res = _cpu.segment_forward_csr(_np(x), p, _KINDS[kind])
+    if res is None:  # pragma: no cover
+        raise RuntimeError("logsumexp::segment_fwd_csr: the compiled CPU kernels are not available")
+    out, consts = res
+    out = torch.from_numpy(out)
+    return (out.to(x.dtype) if kind == 2 else out), torch.from_numpy(consts)
+
+
+@segment_fwd_csr.register_fake
+def _(x: Tensor, ptr: Tensor, kind: int) -> tuple[Tensor, Tensor]:
+    S, F = ptr.shape[0] - 1, x.shape[1]
+    out = x.new_empty((S, F)) if kind == 2 else torch.empty_like(x)
+    return out, x.new_empty((5, S, F), dtype=torch.float64)
+
+
 # --------------------------------------------------------------------------- autograd
 
 
@@ -133,10 +156,43 @@ def _backward(ctx: Any, g: Tensor, _g_consts: Any) -> tuple[Any, ...]:
 torch.library.register_autograd("logsumexp::segment_fwd", _backward, setup_context=_setup_context)
 
 
+def _setup_context_csr(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    x, ptr, kind = inputs
+    out, consts = output
+    ctx.kind = kind
+    ctx.save_for_backward(x, ptr, out, consts)
+
+
+def _backward_csr(ctx: Any, g: Tensor, _g_consts: Any) -> tuple[Any, ...]:
+    """The backward of the CSR forward: the group of each row from the offsets (one pass), then
+    the same kernels as for ids."""
+    x, ptr, out, consts = ctx.saved_tensors
+    s = ptr.shape[0] - 1
+    ids = torch.repeat_interleave(torch.arange(s, device=x.device), ptr[1:] - ptr[:-1], output_size=x.shape[0])
+    if torch.is_grad_enabled():
+        from .segment import _backward_ops
+
+        return _backward_ops(_KINDS[ctx.kind], s, x, ids, out, g), None, None
+    if ctx.kind == 2:
+        return segment_lse_bwd(x, ids, consts, g), None, None
+    return segment_norm_bwd(out, g, ids, s, ctx.kind == 1), None, None
+
+
+torch.library.register_autograd("logsumexp::segment_fwd_csr", _backward_csr, setup_context=_setup_context_csr)
+
+
 def apply(kind: str, x: Tensor, ids: Tensor, num_segments: int) -> Tensor:
     """``kind`` of the rows of ``x`` (N, ...) grouped by ``ids`` (int64), through the kernels; the
     result in x's dtype (LogSumExp: (num_segments, ...))."""
     rest = tuple(x.shape[1:])
     x2 = x.reshape(x.shape[0], math.prod(rest)).contiguous()
     out, _ = segment_fwd(x2, ids.contiguous(), num_segments, _KINDS.index(kind))
+    return out.reshape((out.shape[0], *rest))
+
+
+def apply_csr(kind: str, x: Tensor, ptr: Tensor) -> Tensor:
+    """:func:`apply` for sorted rows given by CSR offsets ``ptr`` (int64, S + 1 entries)."""
+    rest = tuple(x.shape[1:])
+    x2 = x.reshape(x.shape[0], math.prod(rest)).contiguous()
+    out, _ = segment_fwd_csr(x2, ptr.to(torch.int64).contiguous(), _KINDS.index(kind))
     return out.reshape((out.shape[0], *rest))

@@ -122,6 +122,9 @@ def _apply(kind: str, src: Tensor, index: Tensor | None, ptr: Tensor | None, num
     if not -src.dim() <= dim < src.dim():
         raise ValueError(f"dim={dim} is out of range for src of {src.dim()} dimensions")
     x = src.movedim(dim, 0)
+    if ptr is not None and index is None and _segment_cpu.takes(src):  # sorted rows: the row kernels' fold
+        _check_ptr(ptr, num_nodes)
+        return _segment_cpu.apply_csr(kind, x, ptr).movedim(0, dim)
     ids, s = _groups(index, ptr, num_nodes, x.shape[0], src.device)
     if _segment_cpu.takes(src):  # the compiled kernels, forward and fused backward
         return _segment_cpu.apply(kind, x, ids, s).movedim(0, dim)
@@ -140,16 +143,22 @@ def _acc_dtype(src: Tensor) -> torch.dtype:
     return torch.float64 if src.dtype == torch.float64 else torch.float32
 
 
+def _check_ptr(ptr: Tensor, num_nodes: int | None) -> int:
+    """The number of groups of CSR offsets ``ptr`` (their values are checked where they are read)."""
+    if ptr.dim() != 1 or ptr.is_floating_point():
+        raise ValueError(f"ptr must be a 1-d integer tensor, got shape {tuple(ptr.shape)}, dtype {ptr.dtype}")
+    s = ptr.numel() - 1
+    if num_nodes is not None and num_nodes != s:
+        raise ValueError(f"num_nodes={num_nodes} disagrees with ptr.numel() - 1 = {s}")
+    return s
+
+
 def _groups(index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, n: int, device: Any) -> tuple[Tensor, int]:
     """(the group of each entry as int64, the number of groups)."""
     if (index is None) == (ptr is None):
         raise ValueError("give exactly one of index and ptr (CSR offsets)")
     if ptr is not None:
-        if ptr.dim() != 1 or ptr.is_floating_point():
-            raise ValueError(f"ptr must be a 1-d integer tensor, got shape {tuple(ptr.shape)}, dtype {ptr.dtype}")
-        s = ptr.numel() - 1
-        if num_nodes is not None and num_nodes != s:
-            raise ValueError(f"num_nodes={num_nodes} disagrees with ptr.numel() - 1 = {s}")
+        s = _check_ptr(ptr, num_nodes)
         counts = ptr[1:] - ptr[:-1]
         ids = torch.repeat_interleave(torch.arange(s, device=device), counts, output_size=n)
         return ids, s

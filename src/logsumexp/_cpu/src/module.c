@@ -503,6 +503,36 @@ static PyObject *py_segment_bwd_write(PyObject *self, PyObject *const *args, Py_
     Py_RETURN_NONE;
 }
 
+static PyObject *py_segment_csr_states(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *x;
+    const int64_t *ptr;
+    double *m, *ld, *t, *tl, *v;
+    int64_t isz, F, lo, hi;
+    if (!parse(args, nargs, "rnnrwwwwwnn", &bs, &x, &isz, &F, &ptr, &m, &ld, &t, &tl, &v, &lo, &hi)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_csr_states(x, (int)isz, F, ptr, m, ld, t, tl, v, lo, hi);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_segment_csr_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const char *x;
+    const int64_t *ptr;
+    const double *m, *ld, *t, *tl;
+    char *out;
+    int64_t isz, F, log, lo, hi;
+    if (!parse(args, nargs, "rnnrrrrrnwnn", &bs, &x, &isz, &F, &ptr, &m, &ld, &t, &tl, &log, &out, &lo, &hi))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_csr_write(x, (int)isz, F, ptr, m, ld, t, tl, (int)log, out, lo, hi);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"lse_items", (PyCFunction)(void (*)(void))py_lse_items, METH_FASTCALL, "states of slice items"},
     {"merge_items", (PyCFunction)(void (*)(void))py_merge_items, METH_FASTCALL, "merge item states per row"},
@@ -524,6 +554,8 @@ static PyMethodDef methods[] = {
     {"segment_write", (PyCFunction)(void (*)(void))py_segment_write, METH_FASTCALL, "segment forward write"},
     {"segment_bwd_sums", (PyCFunction)(void (*)(void))py_segment_bwd_sums, METH_FASTCALL, "segment backward sums"},
     {"segment_bwd_write", (PyCFunction)(void (*)(void))py_segment_bwd_write, METH_FASTCALL, "segment backward write"},
+    {"segment_csr_states", (PyCFunction)(void (*)(void))py_segment_csr_states, METH_FASTCALL, "CSR group states"},
+    {"segment_csr_write", (PyCFunction)(void (*)(void))py_segment_csr_write, METH_FASTCALL, "CSR softmax write"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -197,8 +197,8 @@ static void segment_consts(const double *m, const double *lead, const double *ta
         double mk = m[k];
         dd den = {1.0, 0.0}, c = {0.0, 0.0};
         if (mk == LSE_INF) {
-            den.hi = lead[k];
-            if (need_log) c = log_dd(lead[k]);
+            den.hi = lead[k] + tail[k]; /* the count of +inf entries (the CSR fold splits it) */
+            if (need_log) c = log_dd(den.hi);
         } else if (lse_isfinite(mk)) {
             den = two_sum(lead[k], tail[k]);
             den = fast_two_sum(den.hi, den.lo + tlo[k]);
@@ -346,6 +346,46 @@ static void segment_bwd_write(const char *y, const char *g, int isz, int64_t F, 
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------- CSR groups (sorted ids)
+ *
+ * Group s owns rows ptr[s] .. ptr[s+1]: column f of it is a slice of stride F, folded by the row
+ * kernels' own fold (fold.h: 16 virtual lanes, the same bits on every target, items of ITEM
+ * merged in order) and finished by their finish (the value with the cancelling recompute; the
+ * softmax write of softmax.h). Groups are independent: threads split them. The state has the
+ * rows' convention (lead 1, the other ties in the tail), which segment_consts reads alike. */
+static void segment_csr_states(const char *x, int isz, int64_t F, const int64_t *ptr, double *m, double *lead,
+                               double *tail, double *tlo, double *v, int64_t lo, int64_t hi) {
+    double *buf = (double *)malloc(BLOCK * sizeof(double));
+    if (!buf) return;
+    for (int64_t s = lo; s < hi; s++) {
+        int64_t L = ptr[s + 1] - ptr[s];
+        for (int64_t f = 0; f < F; f++) {
+            const char *base = x + (ptr[s] * F + f) * isz;
+            lse_state st = L > 0 ? slice_state(base, isz, F, L, NULL, 0, buf, NULL) : EMPTY_STATE;
+            int64_t k = s * F + f;
+            m[k] = st.m; lead[k] = st.lead; tail[k] = st.tail; tlo[k] = st.tlo;
+            v[k] = L > 0 ? finish_value(st, base, isz, F, L) : -LSE_INF;
+        }
+    }
+    free(buf);
+}
+
+static void segment_csr_write(const char *x, int isz, int64_t F, const int64_t *ptr, const double *m,
+                              const double *lead, const double *tail, const double *tlo, int log, char *out,
+                              int64_t lo, int64_t hi) {
+    double *buf = (double *)malloc(BLOCK * sizeof(double));
+    if (!buf) return;
+    for (int64_t s = lo; s < hi; s++) {
+        int64_t L = ptr[s + 1] - ptr[s];
+        for (int64_t f = 0; f < F && L > 0; f++) {
+            int64_t k = s * F + f, off = (ptr[s] * F + f) * isz;
+            lse_state st = {m[k], lead[k], tail[k], tlo[k]};
+            write_normalized(x + off, isz, F, out + off, F, 0, L, st, log, buf);
+        }
+    }
+    free(buf);
 }
 
 #endif
