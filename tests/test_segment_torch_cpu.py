@@ -249,3 +249,25 @@ def test_segment_kernels_same_bits_on_every_target():
                         out += list(_cpu.segment_forward_csr(xs, ptr, kind))
             results.append(b"".join(np.asarray(a).tobytes() for a in out))
     assert all(r == results[0] for r in results[1:])
+
+
+def test_threads_give_the_serial_bits(monkeypatch):
+    """Threads own ranges of groups (unsorted ids) or whole groups (CSR): forced to 3 threads with no
+    size threshold, every kernel gives the bits of one thread."""
+    x, ids, s = _special_input(np.float32, seed=10)
+    xs, _, ptr, _ = _sorted_input(np.float64, seed=10)
+    g = np.random.default_rng(11).normal(size=x.shape).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(_cpu, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
+        monkeypatch.setattr(_cpu, "num_threads", lambda t=threads: t)
+        out = []
+        with np.errstate(all="ignore"):
+            for kind in ("softmax", "log_softmax", "lse"):
+                y, consts = _cpu.segment_forward(x, ids, s, kind)
+                out += [y, consts, *_cpu.segment_forward_csr(xs, ptr, kind)]
+                if kind != "lse":
+                    out.append(_cpu.segment_backward(y, g, ids, s, kind == "log_softmax"))
+            out.append(_cpu.segment_lse_grad(x, ids, consts, np.ones((s, 3))))
+        results.append(b"".join(np.asarray(a).tobytes() for a in out))
+    assert results[0] == results[1]

@@ -676,7 +676,7 @@ def segment_state(x: np.ndarray, ids: np.ndarray, num_segments: int) -> tuple[np
     F = math.prod(xr.shape[1:])
     shape = (num_segments, *xr.shape[1:])
     out = tuple(np.empty(num_segments * F) for _ in range(4))
-    _kernels.segment_states(xr, xr.itemsize, xr.shape[0], F, ids, num_segments, *out)
+    _segment_states(_kernels, xr.reshape(xr.shape[0], F), ids, num_segments, out)
     return tuple(a.reshape(shape) for a in out)
 
 
@@ -721,7 +721,7 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     ns = num_segments * F
     st = [np.empty(ns) for _ in range(4)]
-    k.segment_states(x, x.itemsize, N, F, ids, num_segments, *st)
+    _segment_states(k, x, ids, num_segments, st)
     consts = np.empty((5, num_segments, F))
     v = np.empty((num_segments, F))
     k.segment_consts(*st, ns, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
@@ -769,7 +769,7 @@ def segment_backward(y: np.ndarray, g: np.ndarray, ids: np.ndarray, num_segments
     N, F = y.shape
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     S = np.empty(num_segments * F)
-    k.segment_bwd_sums(y, g, y.itemsize, N, F, ids, num_segments * F, int(log), S)
+    _run(k.segment_bwd_sums, num_segments, N * F, y, g, y.itemsize, N, F, ids, int(log), S)
     gx = np.empty_like(y)
     _run(k.segment_bwd_write, N, N * F, y, g, y.itemsize, F, ids, S, int(log), gx)
     return gx
@@ -815,3 +815,14 @@ def segment_csr_state(x: np.ndarray, ptr: np.ndarray) -> tuple[np.ndarray, ...] 
     out = [np.empty(S * F) for _ in range(5)]
     _run(k.segment_csr_states, S, x2.size, x2, x2.itemsize, F, ptr, *out)
     return tuple(a.reshape((S, *rest)) for a in out)
+
+
+def _segment_states(k: Any, x: np.ndarray, ids: np.ndarray, num_segments: int, out: list[np.ndarray]) -> None:
+    """The states of the groups of the rows of ``x`` (N, F) into ``out`` (m, lead, tail, tlo): float32
+    over threads that own ranges of groups (each group's sum in row order: the same bits for any
+    number of threads), float64 in one call."""
+    N, F = x.shape
+    if x.dtype == np.float32 and hasattr(k, "segment_states32"):
+        _run(k.segment_states32, num_segments, N * F, x, N, F, ids, *out)
+    else:
+        k.segment_states(x, x.itemsize, N, F, ids, num_segments, *out)

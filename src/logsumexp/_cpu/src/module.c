@@ -479,10 +479,25 @@ static PyObject *py_segment_bwd_sums(PyObject *self, PyObject *const *args, Py_s
     const char *y, *g;
     const int64_t *ids;
     double *S;
-    int64_t isz, N, F, ns, log;
-    if (!parse(args, nargs, "rrnnnrnnw", &bs, &y, &g, &isz, &N, &F, &ids, &ns, &log, &S)) return NULL;
+    int64_t isz, N, F, log, lo, hi;
+    if (!parse(args, nargs, "rrnnnrnwnn", &bs, &y, &g, &isz, &N, &F, &ids, &log, &S, &lo, &hi)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    segment_bwd_sums(y, g, (int)isz, N, F, ids, ns, (int)log, S);
+    segment_bwd_sums(y, g, (int)isz, N, F, ids, (int)log, S, lo, hi);
+    Py_END_ALLOW_THREADS
+    release(&bs);
+    Py_RETURN_NONE;
+}
+
+/* segment_states32(x, N, F, ids, m, lead, tail, tlo, lo, hi): float32 states of groups [lo, hi) */
+static PyObject *py_segment_states32(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bufset bs;
+    const float *x;
+    const int64_t *ids;
+    double *m, *ld, *t, *tl;
+    int64_t N, F, lo, hi;
+    if (!parse(args, nargs, "rnnrwwwwnn", &bs, &x, &N, &F, &ids, &m, &ld, &t, &tl, &lo, &hi)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    segment_states_f32(x, N, F, ids, lo, hi, m, ld, t, tl);
     Py_END_ALLOW_THREADS
     release(&bs);
     Py_RETURN_NONE;
@@ -554,6 +569,7 @@ static PyMethodDef methods[] = {
     {"segment_write", (PyCFunction)(void (*)(void))py_segment_write, METH_FASTCALL, "segment forward write"},
     {"segment_bwd_sums", (PyCFunction)(void (*)(void))py_segment_bwd_sums, METH_FASTCALL, "segment backward sums"},
     {"segment_bwd_write", (PyCFunction)(void (*)(void))py_segment_bwd_write, METH_FASTCALL, "segment backward write"},
+    {"segment_states32", (PyCFunction)(void (*)(void))py_segment_states32, METH_FASTCALL, "float32 group states"},
     {"segment_csr_states", (PyCFunction)(void (*)(void))py_segment_csr_states, METH_FASTCALL, "CSR group states"},
     {"segment_csr_write", (PyCFunction)(void (*)(void))py_segment_csr_write, METH_FASTCALL, "CSR softmax write"},
     {NULL, NULL, 0, NULL},

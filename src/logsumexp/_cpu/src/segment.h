@@ -48,76 +48,105 @@ static inline void segment_add_terms(int isz, const double *d, const double *dl,
     }
 }
 
-/* float32 data: the same state with the terms in float64 (no rounding of x - m to carry, no
- * double-double tail), the arrays kept apart (the maxima alone, 8 bytes a group, stay in cache
- * through pass 1) and rows of F entries handled as vectors over f. The bits are those of the
- * general path: every exp lane by lane, every sum in row order. */
-static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64_t *ids, int64_t ns, double *m,
-                               double *lead, double *tail) {
-    for (int64_t k = 0; k < ns; k++) { m[k] = -LSE_INF; lead[k] = 0.0; tail[k] = 0.0; }
-    if (F == 1) {
+/* The rows of [0, N) whose group lies in [glo, hi) among rows [i0, i0 + nb): their indices into
+ * rb, in order, without a branch per row (threads own ranges of groups, so that every group's
+ * sum is taken in row order by one thread: the same bits for any number of threads). */
+static inline int segment_own_rows(const int64_t *ids, int64_t i0, int nb, int64_t glo, int64_t ghi, int64_t *rb) {
+    int n = 0;
+    uint64_t span = (uint64_t)(ghi - glo);
+    for (int l = 0; l < nb; l++) {
+        rb[n] = i0 + l;
+        n += (uint64_t)(ids[i0 + l] - glo) < span;
+    }
+    return n;
+}
+
+/* float32 data, groups [glo, ghi): the state with the terms in float64 (no rounding of x - m to
+ * carry, no double-double tail), lead and tail in their own arrays, rows of F entries handled as
+ * vectors over f. Every exp lane by lane and every sum in row order: the bits do not depend on
+ * the vector width or on the split of the groups over threads. Finished as segment_states does. */
+static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64_t *ids, int64_t glo, int64_t ghi,
+                               double *m, double *lead, double *tail, double *tlo) {
+    for (int64_t k = glo * F; k < ghi * F; k++) { m[k] = -LSE_INF; lead[k] = 0.0; tail[k] = 0.0; }
+    int64_t rb[SEG_BLK];
+    double *mc = F == 1 ? (double *)malloc((size_t)(ghi - glo > 0 ? ghi - glo : 1) * 2 * sizeof(double)) : NULL;
+    if (mc) {
         /* one entry a row (a graph's edges): pass 1 keeps each group's maximum and the count of its
          * entries equal to it side by side (one line per entry), so that pass 2 adds to one array
-         * only. An all -inf group counts its entries here: reset by the caller's finish (m = -inf). */
-        double *mc = (double *)malloc((size_t)(ns > 0 ? ns : 1) * 2 * sizeof(double));
-        if (mc) {
-            for (int64_t k = 0; k < ns; k++) { mc[2 * k] = -LSE_INF; mc[2 * k + 1] = 0.0; }
-            for (int64_t i = 0; i < N; i++) {
-                SEG_PREFETCH(mc, i, N, 2, 1);
-                double v = (double)x[i], *p = mc + 2 * ids[i];
+         * only. An all -inf group counts its entries here: reset below (m = -inf). */
+        for (int64_t k = 0; k < ghi - glo; k++) { mc[2 * k] = -LSE_INF; mc[2 * k + 1] = 0.0; }
+        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) {
+            int n = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
+            for (int l = 0; l < n; l++) {
+                if (l + SEG_PF < n) __builtin_prefetch(mc + 2 * (ids[rb[l + SEG_PF]] - glo), 1, 1);
+                double v = (double)x[rb[l]], *p = mc + 2 * (ids[rb[l]] - glo);
                 double c = v > p[0] ? 1.0 : p[1] + (v == p[0]); /* a NaN never wins nor ties */
                 p[0] = v > p[0] ? v : p[0];
                 p[1] = c;
             }
-            for (int64_t k = 0; k < ns; k++) { m[k] = mc[2 * k]; lead[k] = mc[2 * k + 1]; }
-            free(mc);
-            double xb[SEG_BLK], mb[SEG_BLK], ab[SEG_BLK];
-            for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2: SEG_BLK rows at a time, maxima gathered */
-                int nb = N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK;
-                for (int l = 0; l < nb; l++) {
-                    SEG_PREFETCH(tail, i0 + l, N, 1, 1);
-                    xb[l] = (double)x[i0 + l];
-                    mb[l] = m[ids[i0 + l]];
-                }
-                for (int l0 = 0; l0 < nb; l0 += W) {
-                    int n = nb - l0 < W ? nb - l0 : W;
-                    vd xv = vload(xb + l0, n, -LSE_INF), mv = vload(mb + l0, n, 0.0);
-                    vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF)); /* |m| < inf */
-                    vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
-                    vd add = vsel(veq(xv, mv), vsplat(0.0), vsel(vne(xv, xv), xv, e)); /* NaN: NaN tail */
-                    vstore(ab + l0, add, n);
-                }
-                for (int l = 0; l < nb; l++) tail[ids[i0 + l]] += ab[l];
+        }
+        for (int64_t k = 0; k < ghi - glo; k++) { m[glo + k] = mc[2 * k]; lead[glo + k] = mc[2 * k + 1]; }
+        free(mc);
+        double xb[SEG_BLK], mb[SEG_BLK], ab[SEG_BLK];
+        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2: the maxima gathered, W at a time */
+            int nb = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
+            for (int l = 0; l < nb; l++) {
+                if (l + SEG_PF < nb) __builtin_prefetch(tail + ids[rb[l + SEG_PF]], 1, 1);
+                xb[l] = (double)x[rb[l]];
+                mb[l] = m[ids[rb[l]]];
             }
-            for (int64_t k = 0; k < ns; k++) lead[k] = m[k] == -LSE_INF ? 0.0 : lead[k];
-            return;
+            for (int l0 = 0; l0 < nb; l0 += W) {
+                int n = nb - l0 < W ? nb - l0 : W;
+                vd xv = vload(xb + l0, n, -LSE_INF), mv = vload(mb + l0, n, 0.0);
+                vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF)); /* |m| < inf */
+                vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
+                vd add = vsel(veq(xv, mv), vsplat(0.0), vsel(vne(xv, xv), xv, e)); /* NaN: NaN tail */
+                vstore(ab + l0, add, n);
+            }
+            for (int l = 0; l < nb; l++) tail[ids[rb[l]]] += ab[l];
+        }
+        for (int64_t k = glo; k < ghi; k++) lead[k] = m[k] == -LSE_INF ? 0.0 : lead[k];
+    } else {
+        /* rows of F (or F = 1 without memory for the pair scratch): vectors along f */
+        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 1: maxima (a NaN never wins) */
+            int n = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
+            for (int l = 0; l < n; l++) {
+                if (l + SEG_PF < n) __builtin_prefetch(m + ids[rb[l + SEG_PF]] * F, 1, 1);
+                double *mr = m + ids[rb[l]] * F;
+                const float *xr = x + rb[l] * F;
+                for (int64_t f = 0; f < F; f++) mr[f] = (double)xr[f] > mr[f] ? (double)xr[f] : mr[f];
+            }
+        }
+        double xb[W];
+        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2 */
+            int nr = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
+            for (int r = 0; r < nr; r++) {
+                if (r + SEG_PF < nr) {
+                    __builtin_prefetch(tail + ids[rb[r + SEG_PF]] * F, 1, 1);
+                    __builtin_prefetch(lead + ids[rb[r + SEG_PF]] * F, 1, 1);
+                }
+                int64_t i = rb[r], kb = ids[i] * F;
+                for (int64_t f0 = 0; f0 < F; f0 += W) {
+                    int n = F - f0 < W ? (int)(F - f0) : W;
+                    for (int l = 0; l < n; l++) xb[l] = (double)x[i * F + f0 + l];
+                    vd xv = vload(xb, n, -LSE_INF), mv = vload(m + kb + f0, n, 0.0);
+                    vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF));
+                    vi top = veq(xv, mv);
+                    vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
+                    vd add = vsel(top, vsplat(0.0), vsel(vne(xv, xv), xv, e));
+                    vd cnt = vsel(fin, vsel(top, vsplat(1.0), vsplat(0.0)),
+                                  vsel(veq(xv, vsplat(LSE_INF)), vsplat(1.0), vsplat(0.0)));
+                    vd t = vload(tail + kb + f0, n, 0.0) + add, c = vload(lead + kb + f0, n, 0.0) + cnt;
+                    vstore(tail + kb + f0, t, n);
+                    vstore(lead + kb + f0, c, n);
+                }
+            }
         }
     }
-    /* rows of F (or F = 1 without memory for the pair scratch): vectors along f */
-    for (int64_t i = 0; i < N; i++) { /* pass 1: maxima (a NaN never wins a comparison) */
-        SEG_PREFETCH(m, i, N, F, 1);
-        double *mr = m + ids[i] * F;
-        const float *xr = x + i * F;
-        for (int64_t f = 0; f < F; f++) mr[f] = (double)xr[f] > mr[f] ? (double)xr[f] : mr[f];
-    }
-    double xb[W];
-    for (int64_t i = 0; i < N; i++) { /* pass 2, rows of F: vectors along f */
-        SEG_PREFETCH(tail, i, N, F, 1);
-        SEG_PREFETCH(lead, i, N, F, 1);
-        int64_t kb = ids[i] * F;
-        for (int64_t f0 = 0; f0 < F; f0 += W) {
-            int n = F - f0 < W ? (int)(F - f0) : W;
-            for (int l = 0; l < n; l++) xb[l] = (double)x[i * F + f0 + l];
-            vd xv = vload(xb, n, -LSE_INF), mv = vload(m + kb + f0, n, 0.0);
-            vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF));
-            vi top = veq(xv, mv);
-            vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
-            vd add = vsel(top, vsplat(0.0), vsel(vne(xv, xv), xv, e));
-            vd cnt = vsel(fin, vsel(top, vsplat(1.0), vsplat(0.0)), vsel(veq(xv, vsplat(LSE_INF)), vsplat(1.0), vsplat(0.0)));
-            vd t = vload(tail + kb + f0, n, 0.0) + add, c = vload(lead + kb + f0, n, 0.0) + cnt;
-            vstore(tail + kb + f0, t, n);
-            vstore(lead + kb + f0, c, n);
-        }
+    for (int64_t k = glo * F; k < ghi * F; k++) {
+        tlo[k] = 0.0;
+        if (lead[k] != lead[k] || tail[k] != tail[k]) { m[k] = LSE_NAN; tail[k] = LSE_NAN; lead[k] = LSE_NAN; }
+        else if (m[k] == LSE_INF) tail[k] = 0.0; /* lead: the +inf count */
     }
 }
 
@@ -128,12 +157,7 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
                            double *m, double *lead, double *tail, double *tlo) {
     int64_t ns = nseg * F;
     if (isz == 4) {
-        segment_states_f32((const float *)x, N, F, ids, ns, m, lead, tail);
-        for (int64_t k = 0; k < ns; k++) {
-            tlo[k] = 0.0;
-            if (lead[k] != lead[k] || tail[k] != tail[k]) { m[k] = LSE_NAN; tail[k] = LSE_NAN; lead[k] = LSE_NAN; }
-            else if (m[k] == LSE_INF) tail[k] = 0.0; /* lead: the +inf count */
-        }
+        segment_states_f32((const float *)x, N, F, ids, 0, nseg, m, lead, tail, tlo);
         return;
     }
     double *st = (double *)malloc((size_t)(ns > 0 ? ns : 1) * 4 * sizeof(double));
@@ -298,14 +322,19 @@ static void segment_write(const char *x, int isz, int64_t F, const int64_t *ids,
  *   log_softmax  gx = g - e^y S[id],  S = sum_group g
  * segment_bwd_sums: S for every group (serial: a scatter); segment_bwd_write: rows [lo, hi). */
 static void segment_bwd_sums(const char *y, const char *g, int isz, int64_t N, int64_t F, const int64_t *ids,
-                             int64_t ns, int log, double *S) {
-    for (int64_t k = 0; k < ns; k++) S[k] = 0.0;
-    for (int64_t i = 0; i < N; i++) {
-        SEG_PREFETCH(S, i, N, F, 1);
-        double *Sr = S + ids[i] * F;
-        for (int64_t f = 0; f < F; f++) {
-            double gv = elem(g, isz, i * F + f), yv = elem(y, isz, i * F + f);
-            Sr[f] += log ? gv : (yv == 0.0 ? 0.0 : yv * gv);
+                             int log, double *S, int64_t glo, int64_t ghi) {
+    for (int64_t k = glo * F; k < ghi * F; k++) S[k] = 0.0;
+    int64_t rb[SEG_BLK];
+    for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* the groups [glo, ghi) of this thread, rows in order */
+        int n = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
+        for (int l = 0; l < n; l++) {
+            if (l + SEG_PF < n) __builtin_prefetch(S + ids[rb[l + SEG_PF]] * F, 1, 1);
+            int64_t i = rb[l];
+            double *Sr = S + ids[i] * F;
+            for (int64_t f = 0; f < F; f++) {
+                double gv = elem(g, isz, i * F + f), yv = elem(y, isz, i * F + f);
+                Sr[f] += log ? gv : (yv == 0.0 ? 0.0 : yv * gv);
+            }
         }
     }
 }
