@@ -729,19 +729,21 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     if kind == "lse":
         return v, consts
     out = np.empty_like(x)
-    pk = _segment_pack(consts, kind, None)
-    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, SEGMENT_KINDS[kind], out)
+    pk = _segment_pack(consts, kind, None, narrow=x.dtype == np.float32)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, pk.shape[1], SEGMENT_KINDS[kind], out)
     return out, consts
 
 
-def _segment_pack(consts: np.ndarray, kind: str, g: np.ndarray | None) -> np.ndarray:
+def _segment_pack(consts: np.ndarray, kind: str, g: np.ndarray | None, narrow: bool = False) -> np.ndarray:
     """(m, hi, lo, g) of every group side by side, what segment_write reads: (hi, lo) the total
-    lead + tail (softmax, the LogSumExp's gradient) or its log (log-softmax)."""
-    pk = np.empty((consts[0].size, 4))
+    lead + tail (softmax, the LogSumExp's gradient) or its log (log-softmax); ``narrow``: (m, hi)
+    only, enough for a float32 result (hi alone is within 2^-53 of the total)."""
+    pk = np.empty((consts[0].size, 2 if narrow and g is None else 4))
     pk[:, 0] = consts[0].ravel()
     pk[:, 1] = consts[3 if kind == "log_softmax" else 1].ravel()
-    pk[:, 2] = consts[4 if kind == "log_softmax" else 2].ravel()
-    pk[:, 3] = 0.0 if g is None else g.ravel()
+    if pk.shape[1] == 4:
+        pk[:, 2] = consts[4 if kind == "log_softmax" else 2].ravel()
+        pk[:, 3] = 0.0 if g is None else g.ravel()
     return pk
 
 
@@ -755,7 +757,7 @@ def segment_lse_grad(x: np.ndarray, ids: np.ndarray, consts: np.ndarray, g: np.n
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     pk = _segment_pack(np.asarray(consts, dtype=np.float64), "lse_grad", np.asarray(g, dtype=np.float64))
     out = np.empty_like(x)
-    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, SEGMENT_KINDS["lse_grad"], out)
+    _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, 4, SEGMENT_KINDS["lse_grad"], out)
     return out
 
 

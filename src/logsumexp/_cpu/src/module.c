@@ -465,10 +465,10 @@ static PyObject *py_segment_write(PyObject *self, PyObject *const *args, Py_ssiz
     const int64_t *ids;
     const double *pk;
     char *out;
-    int64_t isz, F, kind, lo, hi;
-    if (!parse(args, nargs, "rnnrrnwnn", &bs, &x, &isz, &F, &ids, &pk, &kind, &out, &lo, &hi)) return NULL;
+    int64_t isz, F, ps, kind, lo, hi;
+    if (!parse(args, nargs, "rnnrrnnwnn", &bs, &x, &isz, &F, &ids, &pk, &ps, &kind, &out, &lo, &hi)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    segment_write(x, (int)isz, F, ids, pk, (int)kind, out, lo, hi);
+    segment_write(x, (int)isz, F, ids, pk, (int)ps, (int)kind, out, lo, hi);
     Py_END_ALLOW_THREADS
     release(&bs);
     Py_RETURN_NONE;

@@ -85,15 +85,16 @@ static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64
                 p[1] = c;
             }
         }
-        for (int64_t k = 0; k < ghi - glo; k++) { m[glo + k] = mc[2 * k]; lead[glo + k] = mc[2 * k + 1]; }
-        free(mc);
+        /* pass 2 sums each group's tail beside its maximum: the count moves out, the tail takes its
+         * place (one cache line per entry again) */
+        for (int64_t k = 0; k < ghi - glo; k++) { lead[glo + k] = mc[2 * k + 1]; mc[2 * k + 1] = 0.0; }
         double xb[SEG_BLK], mb[SEG_BLK], ab[SEG_BLK];
         for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2: the maxima gathered, W at a time */
             int nb = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
             for (int l = 0; l < nb; l++) {
-                if (l + SEG_PF < nb) __builtin_prefetch(tail + ids[rb[l + SEG_PF]], 1, 1);
+                if (l + SEG_PF < nb) __builtin_prefetch(mc + 2 * (ids[rb[l + SEG_PF]] - glo), 1, 1);
                 xb[l] = (double)x[rb[l]];
-                mb[l] = m[ids[rb[l]]];
+                mb[l] = mc[2 * (ids[rb[l]] - glo)];
             }
             for (int l0 = 0; l0 < nb; l0 += W) {
                 int n = nb - l0 < W ? nb - l0 : W;
@@ -103,9 +104,14 @@ static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64
                 vd add = vsel(veq(xv, mv), vsplat(0.0), vsel(vne(xv, xv), xv, e)); /* NaN: NaN tail */
                 vstore(ab + l0, add, n);
             }
-            for (int l = 0; l < nb; l++) tail[ids[rb[l]]] += ab[l];
+            for (int l = 0; l < nb; l++) mc[2 * (ids[rb[l]] - glo) + 1] += ab[l];
         }
-        for (int64_t k = glo; k < ghi; k++) lead[k] = m[k] == -LSE_INF ? 0.0 : lead[k];
+        for (int64_t k = 0; k < ghi - glo; k++) {
+            m[glo + k] = mc[2 * k];
+            tail[glo + k] = mc[2 * k + 1];
+            lead[glo + k] = mc[2 * k] == -LSE_INF ? 0.0 : lead[glo + k];
+        }
+        free(mc);
     } else {
         /* rows of F (or F = 1 without memory for the pair scratch): vectors along f */
         for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 1: maxima (a NaN never wins) */
@@ -283,22 +289,26 @@ static inline double segment_special(int kind, double x, double mk, double a, do
 }
 
 /* out[i, f] for rows [lo, hi): kind as in segment_entries; pk the packed constants of each
- * group, four together (one miss per entry for ids in random order): (m, hi, lo, g) with (hi, lo)
+ * group, ps = 4 or 2 together (one miss per entry for ids in random order): (m, hi, lo, g), or
+ * (m, hi) where lo and g are not used (float32 softmax / log-softmax: a table half the size, that
+ * stays in L2 for 1e5 groups), with (hi, lo)
  * lead + tail (kinds 0, 2) or log(lead + tail) (kind 1), g the gradient of the group's LogSumExp
  * (kind 2). Entries are independent: threads split rows. */
-static void segment_write(const char *x, int isz, int64_t F, const int64_t *ids, const double *pk, int kind,
+static void segment_write(const char *x, int isz, int64_t F, const int64_t *ids, const double *pk, int ps, int kind,
                           char *out, int64_t lo, int64_t hi) {
     double xb[SEG_BLK], mb[SEG_BLK], b0[SEG_BLK], b1[SEG_BLK], gb[SEG_BLK], rb[SEG_BLK];
     int64_t jb[SEG_BLK];
     int n = 0;
     for (int64_t i = lo; i < hi; i++) {
-        SEG_PREFETCH(pk, i, hi, 4 * F, 0);
-        const double *pr = pk + 4 * ids[i] * F;
+        SEG_PREFETCH(pk, i, hi, ps * F, 0);
+        const double *pr = pk + ps * ids[i] * F;
         for (int64_t f = 0; f < F; f++) {
-            const double *p = pr + 4 * f;
+            const double *p = pr + ps * f;
             int64_t j = i * F + f;
             jb[n] = j;
-            xb[n] = elem(x, isz, j); mb[n] = p[0]; b0[n] = p[1]; b1[n] = p[2]; gb[n] = p[3];
+            xb[n] = elem(x, isz, j); mb[n] = p[0]; b0[n] = p[1];
+            b1[n] = ps == 4 ? p[2] : 0.0;
+            gb[n] = ps == 4 ? p[3] : 0.0;
             if (++n == SEG_BLK || (i == hi - 1 && f == F - 1)) {
                 for (int l0 = 0; l0 < n; l0 += W) {
                     int c = n - l0 < W ? n - l0 : W; /* padding lanes: a harmless finite group */
