@@ -153,9 +153,15 @@ def torch_face(quick: bool) -> list[Row]:
             # the floor under the face: the compiled rows kernel alone on the tensor's memory
             from logsumexp import _cpu
 
-            xn = x.numpy()
+            import numpy as np
+
+            xn, tn = x.numpy(), t.numpy()
+            rows_out, lse_out = np.empty(shape[0], np.float32), np.empty(shape[0], np.float32)
             cases[f"kernel alone: _cpu.lse_last {label} (vs torch.logsumexp)"] = (
                 lambda: _cpu.lse_last(xn), lambda: torch.logsumexp(x, -1))
+            cases[f"kernel alone: cross-entropy rows {label} (vs F.cross_entropy)"] = (
+                lambda: _cpu.cross_entropy_grad_rows(xn.copy(), tn, None, -100, rows_out, lse_out),
+                lambda: F.cross_entropy(x, t))
         rows += _pair_rows(cases, _rounds(shape))
         del xg
     return rows
