@@ -101,6 +101,9 @@ def test_fused_backward_matches_the_torch_operations(kind, dtype):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_csr_offsets_take_the_row_fold_and_match_the_array_core(kind, monkeypatch):
+    from logsumexp.torch import segment as face
+
+    monkeypatch.setattr(face, "_CSR_MIN_MEAN", 0)  # these groups are short: the fold all the same
     calls = []
     real = _cpu.segment_forward_csr
     monkeypatch.setattr(_cpu, "segment_forward_csr", lambda *a: calls.append(1) or real(*a))
@@ -114,7 +117,11 @@ def test_csr_offsets_take_the_row_fold_and_match_the_array_core(kind, monkeypatc
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_csr_backward_matches_the_torch_operations(kind):
+@pytest.mark.parametrize("fold", [True, False])
+def test_csr_backward_matches_the_torch_operations(kind, fold, monkeypatch):
+    from logsumexp.torch import segment as face
+
+    monkeypatch.setattr(face, "_CSR_MIN_MEAN", 0 if fold else 1 << 30)
     x0, ids, ptr, s = _sorted_input(np.float64, seed=9)
     x0[np.isnan(x0)] = 1.0
     results = []
@@ -130,8 +137,12 @@ def test_csr_backward_matches_the_torch_operations(kind):
     np.testing.assert_allclose(results[0], results[1], rtol=1e-13, atol=2**-52 * 4)
 
 
+@pytest.mark.parametrize("fold", [True, False])
 @pytest.mark.parametrize("ptr", [[1, 2, 3], [0, 2, 4], [0, 2, 1, 3]])
-def test_bad_csr_offsets_are_refused_before_the_kernels_read(ptr):
+def test_bad_csr_offsets_are_refused_before_the_kernels_read(ptr, fold, monkeypatch):
+    from logsumexp.torch import segment as face
+
+    monkeypatch.setattr(face, "_CSR_MIN_MEAN", 0 if fold else 1 << 30)
     with pytest.raises(ValueError, match="ptr must be non-decreasing CSR offsets"):
         lt.segment_softmax(torch.zeros(3), ptr=torch.tensor(ptr))
 
@@ -202,7 +213,10 @@ def test_compiled_fullgraph_records_the_custom_ops(dynamic):
     torch.testing.assert_close(gx, wx, rtol=0, atol=0)
 
 
-def test_compiled_csr_offsets():
+def test_compiled_csr_offsets(monkeypatch):
+    from logsumexp.torch import segment as face
+
+    monkeypatch.setattr(face, "_CSR_MIN_MEAN", 0)
     rng = np.random.default_rng(6)
     x = torch.tensor(rng.normal(size=(20, 2)), requires_grad=True)
     ptr = torch.tensor([0, 3, 3, 11, 20])
@@ -271,3 +285,22 @@ def test_threads_give_the_serial_bits(monkeypatch):
             out.append(_cpu.segment_lse_grad(x, ids, consts, np.ones((s, 3))))
         results.append(b"".join(np.asarray(a).tobytes() for a in out))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_numpy_indptr_of_long_groups_takes_the_row_fold(kind, monkeypatch):
+    calls = []
+    real = _cpu.segment_csr_state
+    monkeypatch.setattr(_cpu, "segment_csr_state", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(12)
+    counts = np.array([0, 90, 150, 1, 70])  # an empty group; 311 rows in 5 groups
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    x = rng.normal(size=(311, 2)) * 10
+    x[90:240, 1] = -np.inf  # an all -inf column of group 2
+    x[5, 0] = np.inf
+    ids = np.repeat(np.arange(5), counts)
+    with np.errstate(all="ignore"):
+        got = CORE[kind](x, indptr=ptr)
+        want = CORE[kind](x, ids, 5)
+    _same(got, want, rtol=2.3e-16 if kind == "lse" else 4.5e-16)  # the fold and the ids kernel: <= 1-2 ulp apart
+    assert calls

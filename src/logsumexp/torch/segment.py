@@ -59,6 +59,10 @@ def _load_triton_segment() -> Any:
 _TRITON_SEGMENT: Any = _load_triton_segment()
 
 
+# the mean rows a group from which CSR offsets take the row kernels' fold (see logsumexp._segment)
+_CSR_MIN_MEAN = 32
+
+
 def _uses_triton(src: Tensor) -> bool:
     return src.is_cuda and _TRITON_SEGMENT is not None
 
@@ -122,7 +126,8 @@ def _apply(kind: str, src: Tensor, index: Tensor | None, ptr: Tensor | None, num
     if not -src.dim() <= dim < src.dim():
         raise ValueError(f"dim={dim} is out of range for src of {src.dim()} dimensions")
     x = src.movedim(dim, 0)
-    if ptr is not None and index is None and _segment_cpu.takes(src):  # sorted rows: the row kernels' fold
+    if ptr is not None and index is None and _segment_cpu.takes(src) and x.shape[0] >= _CSR_MIN_MEAN * (ptr.numel() - 1):
+        # sorted rows, long groups: the row kernels' fold (short ones: the ids kernel)
         _check_ptr(ptr, num_nodes)
         return _segment_cpu.apply_csr(kind, x, ptr).movedim(0, dim)
     ids, s = _groups(index, ptr, num_nodes, x.shape[0], src.device)
@@ -159,6 +164,10 @@ def _groups(index: Tensor | None, ptr: Tensor | None, num_nodes: int | None, n: 
         raise ValueError("give exactly one of index and ptr (CSR offsets)")
     if ptr is not None:
         s = _check_ptr(ptr, num_nodes)
+        if not torch.compiler.is_compiling() and (
+            int(ptr[0]) != 0 or int(ptr[-1]) != n or bool((ptr[1:] < ptr[:-1]).any())
+        ):
+            raise ValueError(f"ptr must be non-decreasing CSR offsets from 0 to src.size(dim) = {n}")
         counts = ptr[1:] - ptr[:-1]
         ids = torch.repeat_interleave(torch.arange(s, device=device), counts, output_size=n)
         return ids, s
