@@ -122,3 +122,14 @@ def test_a_bool_axis_is_still_refused() -> None:
     """The softmax fast path tests ``type(axis) is int``: True (== 1) must not pass for an axis."""
     with pytest.raises(TypeError, match="axis"):
         lse.softmax(np.zeros((2, 3)), axis=True)
+
+
+def test_float16_rows_rounded_once() -> None:
+    """float16 data is widened to float32 for the kernels, but its LSE must be rounded once, from
+    float64 to float16: through float32 first, this row's 1.51806642079... (mpmath) lands on the
+    float16 midpoint 1.5185 and rounds up to 1.519 instead of down to 1.518."""
+    x = np.array([[-1.3798828125, 1.43359375, -2.13671875]] * 3, dtype=np.float16)
+    got = lse.logsumexp(x, axis=1)
+    assert got.dtype == np.float16
+    assert np.all(got == np.float16(1.5180664207919796))
+    assert np.float16(np.float32(1.5180664207919796)) != np.float16(1.5180664207919796)  # the trap is real

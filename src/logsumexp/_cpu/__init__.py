@@ -464,6 +464,12 @@ def lse_last(x: np.ndarray) -> np.ndarray | None:
     least 2 dimensions, rows of at most ``ITEM`` elements, in x's dtype (x's shape without the last
     axis): state and finish in one kernel call per thread range, no layout planning; short rows
     (≤ 16 entries) several at a time. Same bits as :func:`lse_value`; None where it does not apply."""
+    out = _lse_rows64(x)
+    return out if out is None or x.dtype == np.float64 else out.astype(x.dtype)
+
+
+def _lse_rows64(x: np.ndarray) -> np.ndarray | None:
+    """:func:`lse_last`'s values before the one rounding to x's dtype (float64)."""
     k = _kernels if _enabled else None
     if k is None or x.dtype.char not in "fd" or not x.flags.c_contiguous or x.ndim < 2 or not x.size:
         return None
@@ -473,8 +479,7 @@ def lse_last(x: np.ndarray) -> np.ndarray | None:
     n = x.size // L
     out = np.empty(n)
     _run(k.lse_rows, n, x.size, x, x.itemsize, _row_offsets(n, L), L, out)
-    out = out.reshape(x.shape[:-1])
-    return out if x.dtype == np.float64 else out.astype(x.dtype)
+    return out.reshape(x.shape[:-1])
 
 
 def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> Any:
@@ -489,9 +494,9 @@ def lse_value(x: np.ndarray, axes: tuple[int, ...]) -> Any:
             return x.dtype.type(-math.inf)
         return x.dtype.type(_kernels.lse_1d(xr, xr.itemsize, xr.size))
     if xr.ndim >= 2 and axes == (xr.ndim - 1,):
-        rows_out = lse_last(xr)  # contiguous rows: no planning, short rows several at a time
+        rows_out = _lse_rows64(xr)  # contiguous rows: no planning, short rows several at a time
         if rows_out is not None:
-            return rows_out.astype(x.dtype, copy=False)
+            return rows_out.astype(x.dtype, copy=False)  # rounded once (float16 data included)
     (m, _, tail, tlo), rows = _plan_states(xr, axes)
     val = np.empty(m.size)
     _kernels.finish_rows(rows.x, rows.x.itemsize, rows.koff, rows.s, rows.L, m, tail, tlo, val, m.size)
