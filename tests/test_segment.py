@@ -190,7 +190,10 @@ def test_numpy_state_is_the_swappable_hook(monkeypatch):
         return np.zeros(shape), np.ones(shape), np.full(shape, math.e - 1)  # a plain 3-tuple
 
     monkeypatch.setattr(_segment, "_numpy_segment_state", fake)
-    np.testing.assert_allclose(lse.segment_logsumexp(np.zeros(4), [0, 1, 1, 2]), [1.0, 1.0, 1.0], rtol=1e-15)
+    from logsumexp import _cpu
+
+    with _cpu.disabled():  # the compiled kernels take unweighted groups end to end; the hook is the rest
+        np.testing.assert_allclose(lse.segment_logsumexp(np.zeros(4), [0, 1, 1, 2]), [1.0, 1.0, 1.0], rtol=1e-15)
     assert calls == [3]
 
 

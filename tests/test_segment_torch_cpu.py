@@ -304,3 +304,19 @@ def test_numpy_indptr_of_long_groups_takes_the_row_fold(kind, monkeypatch):
         want = CORE[kind](x, ids, 5)
     _same(got, want, rtol=2.3e-16 if kind == "lse" else 4.5e-16)  # the fold and the ids kernel: <= 1-2 ulp apart
     assert calls
+
+
+def test_values_that_cancel_against_their_maximum_are_recomputed():
+    """Nearly normalised groups (LSE ≈ 1e-9 while m ≈ −3): rounded from the state their value is off by
+    ~ulp(m), millions of ulps of 1e-9; the groups that cancel are recomputed exactly (ids in any order)."""
+    from _reference import mp_lse, ulp_error
+
+    rng = np.random.default_rng(13)
+    parts = [np.log(rng.dirichlet(np.ones(n))) + 1e-9 for n in (3, 40, 17)]
+    x = np.concatenate([*parts, [2.0, 5.0]])
+    ids = np.concatenate([np.full(p.size, g) for g, p in enumerate(parts)] + [[3, 3]])
+    order = rng.permutation(x.size)
+    x, ids = x[order], ids[order]
+    for got in (lse.segment_logsumexp(x, ids, 4), lt.segment_logsumexp(torch.tensor(x), torch.tensor(ids)).numpy()):
+        for g in range(4):
+            assert ulp_error(got[g], mp_lse(x[ids == g]), "float64") <= 1.0, g

@@ -16,9 +16,12 @@ How the per-group sums are taken is the only thing that differs between array li
 one small primitive per namespace (``_Primitives``: a segment max and a segment sum) with the
 mathematics written once on top of it:
 
-- NumPy: ``_numpy_segment_state`` (sort by id when not sorted, ``reduceat`` over the groups, the
-  exps split as ``2^k + 2^k·expm1(r)`` so that the tail reaches the finish as a double-double).
-  It is the one function a compiled one-pass kernel replaces.
+- NumPy: unweighted groups go to the compiled kernels end to end (``_cpu.segment_forward``: the
+  state in two passes over ids in any order, then one write or the value, the groups whose value
+  cancels recomputed exactly; CSR offsets of long groups: the row kernels' fold). Otherwise (weights,
+  the compiled layer off) ``_numpy_segment_state`` (sort by id when not sorted, ``reduceat`` over the
+  groups, the exps split as ``2^k + 2^k·expm1(r)`` so that the tail reaches the finish as a
+  double-double), finished in NumPy.
 - JAX: ``jax.ops.segment_max`` / ``segment_sum`` (``num_segments`` static), with a ``custom_jvp``
   that gives the contract's derivatives (zero, never NaN, on an all −inf group) to ``grad``,
   ``jvp``, ``vmap`` and higher orders.
@@ -572,8 +575,8 @@ def _numpy_run(plan: _Plan, kind: str) -> np.ndarray:
     ids = _numpy_ids(plan)
     s = plan.num_segments
     xk = plan.x_in if plan.x_in is not None else plan.x  # what the kernels read (no float64 copy)
-    if plan.w is None and kind != "lse" and csr is None:
-        out = _numpy_kernel_normalized(xk, ids, s, kind)
+    if plan.w is None and csr is None:
+        out = _numpy_kernel_run(xk, ids, s, kind)
         if out is not None:
             return np.asarray(out, dtype=plan.out_dtype)
     if csr is not None:
@@ -590,15 +593,18 @@ def _numpy_run(plan: _Plan, kind: str) -> np.ndarray:
     return np.asarray(out, dtype=plan.out_dtype)
 
 
-def _numpy_kernel_normalized(x: np.ndarray, ids: np.ndarray, s: int, kind: str) -> np.ndarray | None:
-    """softmax / log_softmax of unweighted groups by the compiled kernels (state, then one write:
-    the division by the double-double total corrected by its remainder, x − m kept exact), in x's
-    dtype (float32 summed in float64 and rounded once), or None where they do not apply."""
+def _numpy_kernel_run(x: np.ndarray, ids: np.ndarray, s: int, kind: str) -> np.ndarray | None:
+    """softmax / log_softmax / LogSumExp of unweighted groups by the compiled kernels (the state,
+    then one write: the division by the double-double total corrected by its remainder, x − m kept
+    exact; the value ``m + log1p`` in double-double, the groups that cancel recomputed exactly),
+    float32 summed in float64; None where they do not apply."""
     if not _cpu.enabled() or x.dtype not in (np.float32, np.float64) or x.shape[0] == 0:
         return None
     x2 = np.ascontiguousarray(x).reshape(x.shape[0], -1)
     res = _cpu.segment_forward(x2, ids, s, kind)
-    return None if res is None else res[0].reshape(x.shape)
+    if res is None:
+        return None
+    return res[0].reshape((s, *x.shape[1:]) if kind == "lse" else x.shape)
 
 
 def _numpy_csr_state(plan: _Plan) -> tuple[np.ndarray, ...] | None:

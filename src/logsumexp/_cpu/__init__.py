@@ -732,6 +732,7 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     k.segment_consts(*st, ns, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
     consts[0] = st[0].reshape(num_segments, F)
     if kind == "lse":
+        _segment_fix_cancelling(x, ids, consts[0], v)
         return v, consts
     out = np.empty_like(x)
     pk = _segment_pack(consts, kind, None, narrow=x.dtype == np.float32)
@@ -833,3 +834,22 @@ def _segment_states(k: Any, x: np.ndarray, ids: np.ndarray, num_segments: int, o
         _run(k.segment_states32, num_segments, N * F, x, N, F, ids, *out)
     else:
         k.segment_states(x, x.itemsize, N, F, ids, num_segments, *out)
+
+
+def _segment_fix_cancelling(x: np.ndarray, ids: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
+    """Recompute in place the values ``v`` (S, F) that cancel against their maximum (m < 0,
+    |v| < |m|/2: a nearly normalised group, whose value is many ulps of a number near 0 when
+    rounded from the state): the rows of those groups are put in group order and finished by
+    the row kernels' exact recompute (every x − m exact, every exp and the sum in double-double)."""
+    with np.errstate(invalid="ignore"):
+        bad = (m < 0) & (np.abs(v) < -0.5 * m)
+    if not bad.any():
+        return
+    groups = np.flatnonzero(bad.any(axis=1))
+    rows = np.flatnonzero(np.isin(ids, groups))
+    rows = rows[np.argsort(ids[rows], kind="stable")]
+    counts = np.bincount(np.searchsorted(groups, ids[rows]), minlength=groups.size)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    st = segment_csr_state(np.ascontiguousarray(x[rows]), ptr)
+    if st is not None:
+        v[groups] = np.where(bad[groups], st[4], v[groups])
