@@ -761,8 +761,17 @@ def segment_lse_grad(x: np.ndarray, ids: np.ndarray, consts: np.ndarray, g: np.n
         return None
     N, F = x.shape
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    pk = _segment_pack(np.asarray(consts, dtype=np.float64), "lse_grad", np.asarray(g, dtype=np.float64))
+    c = np.asarray(consts, dtype=np.float64)
+    g64 = np.asarray(g, dtype=np.float64)
     out = np.empty_like(x)
+    if x.dtype == np.float32:  # (m, g / total): half the table, e^{x − m}·(g/total) rounded to float32
+        pk = np.empty((c[0].size, 2))
+        pk[:, 0] = c[0].ravel()
+        with np.errstate(all="ignore"):
+            np.divide(g64.ravel(), c[1].ravel(), out=pk[:, 1])
+        _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, 2, 4, out)
+        return out
+    pk = _segment_pack(c, "lse_grad", g64)
     _run(k.segment_write, N, N * F, x, x.itemsize, F, ids, pk, 4, SEGMENT_KINDS["lse_grad"], out)
     return out
 

@@ -242,7 +242,8 @@ static void segment_consts(const double *m, const double *lead, const double *ta
 }
 
 /* the finished values of n (< W) gathered entries x, kind 0 softmax, 1 log-softmax, 2 softmax
- * times gk (the LogSumExp's gradient; 0 where the softmax is 0, even for an infinite gk); (hi, lo)
+ * times gk (the LogSumExp's gradient; 0 where the softmax is 0, even for an infinite gk), 4 the
+ * same for float32 data with hi = gk / total (a table of two numbers a group); (hi, lo)
  * the group's lead + tail (kinds 0, 2) or its log (kind 1). Groups with a finite maximum only:
  * the caller patches the rest. */
 static inline vd segment_entries(int isz, int kind, vd xv, vd mv, vd hi0, vd lo0, vd gk) {
@@ -255,6 +256,10 @@ static inline vd segment_entries(int isz, int kind, vd xv, vd mv, vd hi0, vd lo0
         vd r = dh - hi0, b2 = r - dh;
         vd e = (dh - (r - b2)) + (-hi0 - b2); /* TwoSum(dh, -c) */
         return vsel(veq(r, vsplat(-LSE_INF)), r, r + (e + (dl - lo0)));
+    }
+    if (kind == 4) { /* e^{x - m} times (g / total), float32 data: 0 where the exp is 0 */
+        vd e = vexp_lo(dh);
+        return vsel(veq(e, vsplat(0.0)), e, e * hi0);
     }
     if (isz == 4) {
         out = vexp_lo(dh) / hi0;
@@ -285,6 +290,7 @@ static inline double segment_special(int kind, double x, double mk, double a, do
     int on = mk == LSE_INF && x == LSE_INF; /* one of the k +inf entries: 1/k */
     if (kind == 1) return on ? -a : -LSE_INF;
     if (!on) return 0.0;
+    if (kind == 4) return a; /* g / k */
     return kind == 2 ? gk / a : 1.0 / a;
 }
 
