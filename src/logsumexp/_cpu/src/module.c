@@ -269,6 +269,7 @@ static PyObject *py_softmax_rows(PyObject *self, PyObject *const *args, Py_ssize
         lse_state st[W];
         for (; j + W <= hi; j += W) {
             short_rows_states(x, (int)isz, xk, j, L, st, buf);
+            if (write_short_rows(x, (int)isz, xk, j, L, out, ok, os, st, (int)log)) continue;
             for (int l = 0; l < W; l++)
                 write_normalized(x + xk[j + l] * isz, (int)isz, 1, out + ok[j + l] * isz, os, 0, L, st[l], (int)log,
                                  buf);

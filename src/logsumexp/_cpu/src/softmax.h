@@ -106,6 +106,67 @@ static void write_normalized(const char *base, int isz, int64_t s, char *obase, 
     }
 }
 
+/* W short unit-stride rows (row j + l at element offset xk[j + l], output at ok[j + l], output
+ * stride os) from their states, one row per hardware lane: every operation of write_normalized's
+ * float64 softmax and log_softmax (and float32 log_softmax) on vectors of rows, the per-row
+ * constants (the denominator, its split, log1p of the tail) as vectors too, so the bits are
+ * write_normalized's. Returns 0 (nothing written) when a row of the set is special (a maximum that
+ * is not finite) or the case is float32 softmax (exps_f32_row's path): the caller writes those rows
+ * one by one. */
+static int write_short_rows(const char *x, int isz, const int64_t *xk, int64_t j, int64_t L, char *out,
+                            const int64_t *ok, int64_t os, const lse_state *st, int log) {
+    if (isz == 4 && !log) return 0;
+    vd m, ld, th, tl;
+    for (int l = 0; l < W; l++) {
+        if (!lse_isfinite(st[l].m)) return 0;
+        m[l] = st[l].m; ld[l] = st[l].lead; th[l] = st[l].tail; tl[l] = st[l].tlo;
+    }
+    vd ch = vsplat(0.0), cl = vsplat(0.0), dh = vsplat(0.0), dl = vsplat(0.0), sh = vsplat(0.0), sl = vsplat(0.0);
+    if (log) {
+        vlog1p_dd(th, tl, &ch, &cl); /* c = log1p_dd(tail) */
+    } else {
+        /* den = two_sum(lead, tail), then fast_two_sum(den.hi, den.lo + tlo); dsp = split(den.hi) */
+        vd s0 = ld + th, b0 = s0 - ld;
+        vd e0 = (ld - (s0 - b0)) + (th - b0);
+        vd b1 = e0 + tl;
+        dh = s0 + b1;
+        dl = b1 - (dh - s0);
+        vd t = 134217729.0 * dh;
+        sh = t - (t - dh);
+        sl = dh - sh;
+    }
+    for (int64_t i = 0; i < L; i++) {
+        vd v = vcolumn(x, isz, xk, j, i), o;
+        if (log && isz == 4) {
+            o = (v - m) - ch;
+        } else {
+            vd d = v - m, bb = d - v;
+            vd dd_ = (v - (d - bb)) + (-m - bb); /* TwoSum(v, -m) */
+            dd_ = vsel(veq(dd_, dd_), dd_, vsplat(0.0));
+            if (log) {
+                vd r = d - ch, b2 = r - d;
+                vd e = (d - (r - b2)) + (-ch - b2); /* TwoSum(d, -c) */
+                o = vsel(veq(r, vsplat(-LSE_INF)), r, r + (e + (dd_ - cl)));
+            } else {
+                vd hi, lo;
+                vexp_split54(d, &hi, &lo);
+                hi *= 0x1p-54;
+                lo *= 0x1p-54;
+                vd eh = hi + lo;
+                vd el = (lo - (eh - hi)) + eh * dd_;
+                vd q = eh / dh;
+                vd qt = 134217729.0 * q, qh = qt - (qt - q), ql = q - qh;
+                vd pq = q * dh;
+                vd perr = ((qh * sh - pq) + qh * sl + ql * sh) + ql * sl;
+                vd r = (eh - pq) - perr;
+                o = q + ((r + el) - q * dl) / dh;
+            }
+        }
+        for (int l = 0; l < W; l++) put(out + ok[j + l] * isz, isz, i * os, o[l]);
+    }
+    return 1;
+}
+
 /* float32 rows up to ITEM long: the row's max, then every exp once, kept in a float64 scratch
  * row (L2) while it is summed (the entries at the max counted apart, as in block_sum_f32), then
  * scaled. One exp per entry where the general path (state, then write) takes two. Returns the
