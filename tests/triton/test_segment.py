@@ -140,3 +140,14 @@ def test_torch_face_routes_through_the_kernels(monkeypatch):
     with np.errstate(all="ignore"):
         _same(p.detach().cpu().numpy(), lse.segment_softmax(x, ids, S).T, rtol=1e-13)
         _same(v.detach().cpu().numpy(), lse.segment_logsumexp(x, ids, S).T, rtol=1e-13)
+
+
+@pytest.mark.parametrize("F", [1, 130])
+def test_one_column_and_several_column_blocks(F):
+    """F = 1 (a tile of one column) and F = 130 (two programs along the columns: 128 + 2)."""
+    rng = np.random.default_rng(42)
+    ids = rng.integers(0, 5, 23)
+    x = rng.normal(size=(23, F)) * 4
+    for kind in ("softmax", "lse"):
+        got = segment_rows(kind, torch.tensor(x, device=DEVICE), torch.tensor(ids, device=DEVICE), None, 6)
+        _same(got.cpu().numpy(), CORE[kind](x, ids, 6), rtol=1e-13)

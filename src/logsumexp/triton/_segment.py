@@ -5,7 +5,7 @@ libraries keep). Ids in any order are first put in group order with a stable ``a
 put back): the sums are then taken in a fixed order, so the result does not depend on the scheduling, as it would
 with atomic adds.
 
-One program per group walks its rows in tiles of [BLOCK_R, BLOCK_F] twice. Pass 1 builds each column's
+One program per group (and block of up to 128 columns) walks its rows in tiles of [BLOCK_R, BLOCK_F] twice. Pass 1 builds each column's
 ``(m, r)`` state in the rest form of ``_common`` (``r = Σ e^{x − m} − 1``, the maximum's term kept out so that a
 dominant entry keeps its relative accuracy), pass 2 writes
 
@@ -33,9 +33,18 @@ from ._common import acc_dtype, as_int64, lse_block_stats, lse_from_state, lse_m
 __all__ = ["segment_rows"]
 
 _KINDS = {"softmax": 0, "log_softmax": 1, "lse": 2, "lse_grad": 3}
-# rows per tile: 32 rows x BLOCK_F columns keep a tile at <= 8 K entries for F <= 256; groups of graphs are
-# short (a few to a few hundred edges), so a larger tile would mostly be masked lanes (not yet timed on a GPU)
-_BLOCK_R = 32
+# A tile is BLOCK_R rows x BLOCK_F columns, at most _TILE entries: BLOCK_F the next power of two >= F up to
+# _MAX_F (wider rows take several programs along grid axis 1), BLOCK_R the rest, between 16 and 128 (groups of
+# graphs are short, a few to a few hundred edges: a taller tile would be mostly masked lanes). Not yet timed on a
+# GPU (none was lent): these are the interpreter-tested defaults, to be measured.
+_TILE = 2048
+_MAX_F = 128
+
+
+def _tile(F: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_F) for F columns."""
+    block_f = min(triton.next_power_of_2(max(F, 1)), _MAX_F)
+    return min(max(16, _TILE // block_f), 128), block_f
 
 
 @triton.jit
@@ -53,7 +62,7 @@ def _segment_fwd_kernel(
     s = tl.program_id(0)
     start = tl.load(PTR + s)
     end = tl.load(PTR + s + 1)
-    cols = tl.arange(0, BLOCK_F)
+    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)  # this program's block of columns
     cmask = cols < F
     rows = tl.arange(0, BLOCK_R)
     m = tl.full((BLOCK_F,), float("-inf"), ACC)
@@ -103,7 +112,7 @@ def _segment_bwd_kernel(
     s = tl.program_id(0)
     start = tl.load(PTR + s)
     end = tl.load(PTR + s + 1)
-    cols = tl.arange(0, BLOCK_F)
+    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)  # this program's block of columns
     cmask = cols < F
     rows = tl.arange(0, BLOCK_R)
     acc = tl.zeros((BLOCK_F,), ACC)
@@ -131,10 +140,6 @@ def _segment_bwd_kernel(
         tl.store(DX + offs, dx, mask=mask)
 
 
-def _block_f(F: int) -> int:
-    return max(triton.next_power_of_2(max(F, 1)), 1)
-
-
 def _launch_fwd(kind: str, x: torch.Tensor, ptr: torch.Tensor, s: int, g: torch.Tensor | None = None) -> torch.Tensor:
     """One forward launch over sorted rows x [N, F] (contiguous) with CSR offsets ptr."""
     N, F = x.shape
@@ -143,7 +148,8 @@ def _launch_fwd(kind: str, x: torch.Tensor, ptr: torch.Tensor, s: int, g: torch.
     if s == 0 or F == 0:
         return y
     gg = g.contiguous() if g is not None else y  # unused unless KIND 3
-    _segment_fwd_kernel[(s,)](x, ptr, y, gg, F, KIND=_KINDS[kind], ACC=acc, BLOCK_R=_BLOCK_R, BLOCK_F=_block_f(F))
+    br, bf = _tile(F)
+    _segment_fwd_kernel[(s, triton.cdiv(F, bf))](x, ptr, y, gg, F, KIND=_KINDS[kind], ACC=acc, BLOCK_R=br, BLOCK_F=bf)
     return y
 
 
@@ -153,7 +159,8 @@ def _launch_bwd(y: torch.Tensor, g: torch.Tensor, ptr: torch.Tensor, s: int, log
     dx = torch.empty_like(y)
     if s == 0 or F == 0:
         return dx
-    _segment_bwd_kernel[(s,)](y, g.contiguous(), ptr, dx, F, LOG=log, ACC=acc, BLOCK_R=_BLOCK_R, BLOCK_F=_block_f(F))
+    br, bf = _tile(F)
+    _segment_bwd_kernel[(s, triton.cdiv(F, bf))](y, g.contiguous(), ptr, dx, F, LOG=log, ACC=acc, BLOCK_R=br, BLOCK_F=bf)
     return dx
 
 
