@@ -34,6 +34,9 @@ from torch.autograd import forward_ad as _forward_ad
 from .. import _cpu
 
 _KINDS = ("softmax", "log_softmax", "lse")
+# The differentiable backward (torch operations) for when a graph of the gradient is built: set by
+# .segment, which owns that mathematics and imports this module (not the other way: no import cycle).
+_GRAPH_BACKWARD: Any = None
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
@@ -145,9 +148,7 @@ def _backward(ctx: Any, g: Tensor, _g_consts: Any) -> tuple[Any, ...]:
     x, ids, out, consts = ctx.saved_tensors
     s, kind = ctx.num_segments, ctx.kind
     if torch.is_grad_enabled():  # a graph of the gradient is wanted: differentiable torch ops
-        from .segment import _backward_ops
-
-        return _backward_ops(_KINDS[kind], s, x, ids, out, g), None, None, None
+        return _GRAPH_BACKWARD(_KINDS[kind], s, x, ids, out, g), None, None, None
     if kind == 2:
         return segment_lse_bwd(x, ids, consts, g), None, None, None
     return segment_norm_bwd(out, g, ids, s, kind == 1), None, None, None
@@ -170,9 +171,7 @@ def _backward_csr(ctx: Any, g: Tensor, _g_consts: Any) -> tuple[Any, ...]:
     s = ptr.shape[0] - 1
     ids = torch.repeat_interleave(torch.arange(s, device=x.device), ptr[1:] - ptr[:-1], output_size=x.shape[0])
     if torch.is_grad_enabled():
-        from .segment import _backward_ops
-
-        return _backward_ops(_KINDS[ctx.kind], s, x, ids, out, g), None, None
+        return _GRAPH_BACKWARD(_KINDS[ctx.kind], s, x, ids, out, g), None, None
     if ctx.kind == 2:
         return segment_lse_bwd(x, ids, consts, g), None, None
     return segment_norm_bwd(out, g, ids, s, ctx.kind == 1), None, None

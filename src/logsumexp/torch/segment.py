@@ -282,3 +282,6 @@ def _backward_ops(kind: str, s: int, x: Tensor, ids: Tensor, out: Tensor, g: Ten
     else:
         gx = ga - _times(p, _seg_sum(ga, ids, s).index_select(0, ids))
     return gx.to(x.dtype)
+
+
+_segment_cpu._GRAPH_BACKWARD = _backward_ops
