@@ -13,7 +13,9 @@ result itself with its generic Array API code.
 
 Hooks: :func:`lse_state` (the (max, lead, tail) state of each slice), :func:`lse_value` (the
 unweighted LogSumExp, rounded once), :func:`lse_weighted` (weighted LogSumExp and sign),
-:func:`softmax_axes` (softmax / log_softmax), :func:`cross_entropy_grad_rows` (the torch face's
+:func:`softmax_axes` (softmax / log_softmax), :func:`lse_last` and :func:`softmax_last` (C-contiguous
+rows along the last axis in one kernel call, no layout planning: the small calls; rows of at most 16
+entries W at a time), :func:`cross_entropy_grad_rows` (the torch face's
 fused cross-entropy chunk), :func:`kl_grad_rows` (its forward / reverse KL chunk). The layout planning (which slices, which offsets, rows or columns,
 how many threads) is here; the arithmetic is in C.
 
