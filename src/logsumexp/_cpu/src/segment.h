@@ -11,6 +11,8 @@
 #ifndef LSE_SEGMENT_H
 #define LSE_SEGMENT_H
 
+#include <stdlib.h>
+
 #include "softmax.h"
 
 /* Entries are gathered (scalar loads through the ids) into buffers of SEG_BLK, then computed a
@@ -61,6 +63,8 @@ static inline int segment_own_rows(const int64_t *ids, int64_t i0, int nb, int64
     return n;
 }
 
+typedef struct { float m; uint32_t c; double t; } seg_acc; /* a group's one-pass float32 state */
+
 /* float32 data, groups [glo, ghi): the state with the terms in float64 (no rounding of x - m to
  * carry, no double-double tail), lead and tail in their own arrays, rows of F entries handled as
  * vectors over f. Every exp lane by lane and every sum in row order: the bits do not depend on
@@ -69,49 +73,44 @@ static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64
                                double *m, double *lead, double *tail, double *tlo) {
     for (int64_t k = glo * F; k < ghi * F; k++) { m[k] = -LSE_INF; lead[k] = 0.0; tail[k] = 0.0; }
     int64_t rb[SEG_BLK];
-    double *mc = F == 1 ? (double *)malloc((size_t)(ghi - glo > 0 ? ghi - glo : 1) * 2 * sizeof(double)) : NULL;
-    if (mc) {
-        /* one entry a row (a graph's edges): pass 1 keeps each group's maximum and the count of its
-         * entries equal to it side by side (one line per entry), so that pass 2 adds to one array
-         * only. An all -inf group counts its entries here: reset below (m = -inf). */
-        for (int64_t k = 0; k < ghi - glo; k++) { mc[2 * k] = -LSE_INF; mc[2 * k + 1] = 0.0; }
+    seg_acc *acc = F == 1 ? (seg_acc *)malloc((size_t)(ghi - glo > 0 ? ghi - glo : 1) * sizeof(seg_acc)) : NULL;
+    if (acc) {
+        /* one entry a row (a graph's edges): ONE pass, each group's (max, count at the max, tail) on
+         * 16 bytes (the max of float32 data is a float32), the tail rescaled when the max grows:
+         *   x > m:  tail = (tail + count) e^{m - x}, m = x, count = 1;   x = m: count + 1;
+         *   x < m:  tail += e^{x - m}
+         * One exp per entry, e^{-|x - m|} against the max gathered for a block, computed W at a time;
+         * an entry whose group's max moved within the block is redone alone. Every group is
+         * summed in row order: the bits do not depend on the vector width or the threads. */
+        for (int64_t k = 0; k < ghi - glo; k++) { acc[k].m = -__builtin_inff(); acc[k].c = 0; acc[k].t = 0.0; }
+        double xb[SEG_BLK], mb[SEG_BLK], eb[SEG_BLK];
         for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) {
-            int n = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
-            for (int l = 0; l < n; l++) {
-                if (l + SEG_PF < n) __builtin_prefetch(mc + 2 * (ids[rb[l + SEG_PF]] - glo), 1, 1);
-                double v = (double)x[rb[l]], *p = mc + 2 * (ids[rb[l]] - glo);
-                double c = v > p[0] ? 1.0 : p[1] + (v == p[0]); /* a NaN never wins nor ties */
-                p[0] = v > p[0] ? v : p[0];
-                p[1] = c;
-            }
-        }
-        /* pass 2 sums each group's tail beside its maximum: the count moves out, the tail takes its
-         * place (one cache line per entry again) */
-        for (int64_t k = 0; k < ghi - glo; k++) { lead[glo + k] = mc[2 * k + 1]; mc[2 * k + 1] = 0.0; }
-        double xb[SEG_BLK], mb[SEG_BLK], ab[SEG_BLK];
-        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2: the maxima gathered, W at a time */
             int nb = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
             for (int l = 0; l < nb; l++) {
-                if (l + SEG_PF < nb) __builtin_prefetch(mc + 2 * (ids[rb[l + SEG_PF]] - glo), 1, 1);
+                if (l + SEG_PF < nb) __builtin_prefetch(acc + (ids[rb[l + SEG_PF]] - glo), 1, 1);
                 xb[l] = (double)x[rb[l]];
-                mb[l] = mc[2 * (ids[rb[l]] - glo)];
+                mb[l] = (double)acc[ids[rb[l]] - glo].m;
             }
             for (int l0 = 0; l0 < nb; l0 += W) {
                 int n = nb - l0 < W ? nb - l0 : W;
-                vd xv = vload(xb + l0, n, -LSE_INF), mv = vload(mb + l0, n, 0.0);
-                vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF)); /* |m| < inf */
-                vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
-                vd add = vsel(veq(xv, mv), vsplat(0.0), vsel(vne(xv, xv), xv, e)); /* NaN: NaN tail */
-                vstore(ab + l0, add, n);
+                vd xv = vload(xb + l0, n, 0.0), mv = vload(mb + l0, n, 0.0);
+                vstore(eb + l0, vexp_lo(vsel(vgt(xv, mv), mv - xv, xv - mv)), n); /* e^{-|x - m|} */
             }
-            for (int l = 0; l < nb; l++) mc[2 * (ids[rb[l]] - glo) + 1] += ab[l];
+            for (int l = 0; l < nb; l++) {
+                seg_acc *p = acc + (ids[rb[l]] - glo);
+                double v = xb[l], mk = (double)p->m;
+                double e = mk == mb[l] ? eb[l] : exp_lo(v > mk ? mk - v : v - mk);
+                if (v > mk) { p->t = (p->t + (double)p->c) * e; p->m = (float)v; p->c = 1; }
+                else if (v == mk) p->c += 1;
+                else p->t += e; /* a NaN entry lands here: e is NaN */
+            }
         }
         for (int64_t k = 0; k < ghi - glo; k++) {
-            m[glo + k] = mc[2 * k];
-            tail[glo + k] = mc[2 * k + 1];
-            lead[glo + k] = mc[2 * k] == -LSE_INF ? 0.0 : lead[glo + k];
+            m[glo + k] = (double)acc[k].m;
+            lead[glo + k] = acc[k].m == -__builtin_inff() ? 0.0 : (double)acc[k].c;
+            tail[glo + k] = acc[k].t;
         }
-        free(mc);
+        free(acc);
     } else {
         /* rows of F (or F = 1 without memory for the pair scratch): vectors along f */
         for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 1: maxima (a NaN never wins) */
