@@ -29,8 +29,8 @@ demo: $(VENV)/.demo-installed
 # The whole suite, in parallel (pytest-xdist: one worker per core; tests that share a
 # module-scoped gloo group or Dask cluster run on one worker), the 15 slowest tests listed.
 # HYPOTHESIS_PROFILE=dev|nightly for fewer/more examples; `pytest -m "not slow"` while editing
-# (pyproject's addopts run every pytest call on -n auto workers; `-n 0` for one process, e.g. pdb).
-PYTEST_ARGS ?= --durations=15
+# (in one process: its ~3,700 short tests finish sooner than two workers each collecting the suite).
+PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
