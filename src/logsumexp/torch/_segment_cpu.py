@@ -5,8 +5,10 @@ tensors to :mod:`logsumexp._cpu` as zero-copy ``.numpy()`` views and wraps the N
 ``torch.from_numpy`` (no copy either way):
 
 - ``segment_fwd(x, ids, num_segments, kind)``: the forward of softmax / log-softmax / LogSumExp
-  of the rows of ``x`` (N, F) grouped by ``ids``: the per-group state in two passes (the maximum,
-  then ``Σ e^{x − m}`` with the maximum's own terms counted apart), then one write. float32 is
+  of the rows of ``x`` (N, F) grouped by ``ids``: the per-group state (the maximum, and
+  ``Σ e^{x − m}`` with the maximum's own terms counted apart; one pass over float32 data of one
+  column, two otherwise), then one write. ``segment_fwd_csr(x, ptr, kind)``: the same for sorted
+  rows given by CSR offsets, each group's columns folded by the row kernels. float32 is
   accumulated in float64 and rounded once. Also returns the group constants (m, lead + tail,
   log(lead + tail), float64) that the LogSumExp's backward reads instead of recomputing them.
 - ``segment_norm_bwd(y, g, ids, num_segments, log)``: the fused backward of the normalised forms,

@@ -1,12 +1,15 @@
 /* Grouped states: rows of x (N rows of F contiguous entries) go to segment ids[i]; the state of
  * (segment s, column f) gathers x[i, f] for every row i with ids[i] = s, in row order.
  *
- * Two passes over the data, any order of the ids (sorted or not): the maxima (scatter), then
- * each entry's e^{x - m} added to its group in row order (TwoSum per add for float64 data), with
+ * float64 data: two passes over the data, any order of the ids (sorted or not): the maxima
+ * (scatter), then each entry's e^{x - m} added to its group in row order (TwoSum per add), with
  * the entries equal to the maximum counted apart (lead = their count, so the maximum's terms of
- * exactly 1 never swamp a small tail). The exps are computed W at a time and added one by
- * one in index order: the same bits on every target. Special groups (a NaN, +inf entries) are
- * finished apart: NaN, or m = +inf with lead = the count of +inf entries.
+ * exactly 1 never swamp a small tail). float32 data: the terms summed in float64, one pass for
+ * one column (the tail rescaled when the maximum grows), two for rows of F columns. The exps
+ * are computed W at a time and added one by one in index order: the same bits on every target
+ * and for any number of threads (threads own ranges of groups). Special groups (a NaN, +inf
+ * entries) are finished apart: NaN, or m = +inf with lead = the count of +inf entries.
+ * CSR offsets of long groups take the row kernels' fold instead (segment_csr_*, at the end).
  */
 #ifndef LSE_SEGMENT_H
 #define LSE_SEGMENT_H
@@ -112,41 +115,34 @@ static void segment_states_f32(const float *x, int64_t N, int64_t F, const int64
         }
         free(acc);
     } else {
-        /* rows of F (or F = 1 without memory for the pair scratch): vectors along f */
-        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 1: maxima (a NaN never wins) */
-            int n = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
-            for (int l = 0; l < n; l++) {
-                if (l + SEG_PF < n) __builtin_prefetch(m + ids[rb[l + SEG_PF]] * F, 1, 1);
-                double *mr = m + ids[rb[l]] * F;
-                const float *xr = x + rb[l] * F;
-                for (int64_t f = 0; f < F; f++) mr[f] = (double)xr[f] > mr[f] ? (double)xr[f] : mr[f];
-            }
-        }
+        /* rows of F (or F = 1 without memory for the scratch): ONE pass too, the same update as
+         * vectors along f, on the output arrays themselves (a row's m, count and tail: 3 lines) */
         double xb[W];
-        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) { /* pass 2 */
+        for (int64_t i0 = 0; i0 < N; i0 += SEG_BLK) {
             int nr = segment_own_rows(ids, i0, N - i0 < SEG_BLK ? (int)(N - i0) : SEG_BLK, glo, ghi, rb);
             for (int r = 0; r < nr; r++) {
                 if (r + SEG_PF < nr) {
-                    __builtin_prefetch(tail + ids[rb[r + SEG_PF]] * F, 1, 1);
-                    __builtin_prefetch(lead + ids[rb[r + SEG_PF]] * F, 1, 1);
+                    int64_t kp = ids[rb[r + SEG_PF]] * F;
+                    __builtin_prefetch(m + kp, 1, 1);
+                    __builtin_prefetch(tail + kp, 1, 1);
+                    __builtin_prefetch(lead + kp, 1, 1);
                 }
                 int64_t i = rb[r], kb = ids[i] * F;
                 for (int64_t f0 = 0; f0 < F; f0 += W) {
                     int n = F - f0 < W ? (int)(F - f0) : W;
                     for (int l = 0; l < n; l++) xb[l] = (double)x[i * F + f0 + l];
-                    vd xv = vload(xb, n, -LSE_INF), mv = vload(m + kb + f0, n, 0.0);
-                    vi fin = vlt(vsel(vgt(mv, vsplat(0.0)), mv, -mv), vsplat(LSE_INF));
-                    vi top = veq(xv, mv);
-                    vd e = vexp_lo(vsel(fin, xv - mv, vsplat(-LSE_INF)));
-                    vd add = vsel(top, vsplat(0.0), vsel(vne(xv, xv), xv, e));
-                    vd cnt = vsel(fin, vsel(top, vsplat(1.0), vsplat(0.0)),
-                                  vsel(veq(xv, vsplat(LSE_INF)), vsplat(1.0), vsplat(0.0)));
-                    vd t = vload(tail + kb + f0, n, 0.0) + add, c = vload(lead + kb + f0, n, 0.0) + cnt;
-                    vstore(tail + kb + f0, t, n);
-                    vstore(lead + kb + f0, c, n);
+                    vd xv = vload(xb, n, 0.0), mv = vload(m + kb + f0, n, 0.0);
+                    vd cv = vload(lead + kb + f0, n, 0.0), tv = vload(tail + kb + f0, n, 0.0);
+                    vi gt = vgt(xv, mv), eq = veq(xv, mv);
+                    vd e = vexp_lo(vsel(gt, mv - xv, xv - mv)); /* e^{-|x - m|} */
+                    e = vsel(vne(xv, xv), xv, e);                /* a NaN entry: a NaN tail */
+                    vstore(tail + kb + f0, vsel(gt, (tv + cv) * e, vsel(eq, tv, tv + e)), n);
+                    vstore(lead + kb + f0, vsel(gt, vsplat(1.0), cv + vsel(eq, vsplat(1.0), vsplat(0.0))), n);
+                    vstore(m + kb + f0, vsel(gt, xv, mv), n);
                 }
             }
         }
+        for (int64_t k = glo * F; k < ghi * F; k++) lead[k] = m[k] == -LSE_INF ? 0.0 : lead[k];
     }
     for (int64_t k = glo * F; k < ghi * F; k++) {
         tlo[k] = 0.0;
