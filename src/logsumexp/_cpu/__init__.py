@@ -731,7 +731,8 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     _segment_states(k, x, ids, num_segments, st)
     consts = np.empty((5, num_segments, F))
     v = np.empty((num_segments, F))
-    k.segment_consts(*st, ns, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
+    # a log per group costs about 50 entries' work: threads split the groups as for that many entries
+    _run(k.segment_consts, ns, 50 * ns, *st, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
     consts[0] = st[0].reshape(num_segments, F)
     if kind == "lse":
         _segment_fix_cancelling(x, ids, consts[0], v)
@@ -809,7 +810,7 @@ def segment_forward_csr(x: np.ndarray, ptr: np.ndarray, kind: str) -> tuple[np.n
     _run(k.segment_csr_states, S, N * F, x, x.itemsize, F, ptr, *st, v)
     consts = np.empty((5, S, F))
     scratch = np.empty((S, F))
-    k.segment_consts(*st, S * F, int(kind == "log_softmax"), consts[1], consts[2], consts[3], consts[4], scratch)
+    _run(k.segment_consts, S * F, 50 * S * F, *st, int(kind == "log_softmax"), *consts[1:], scratch)
     consts[0] = st[0].reshape(S, F)
     if kind == "lse":
         return v, consts

@@ -451,10 +451,11 @@ static PyObject *py_segment_consts(PyObject *self, PyObject *const *args, Py_ssi
     bufset bs;
     const double *m, *ld, *t, *tl;
     double *dh, *dl, *ch, *cl, *v;
-    int64_t ns, need_log;
-    if (!parse(args, nargs, "rrrrnnwwwww", &bs, &m, &ld, &t, &tl, &ns, &need_log, &dh, &dl, &ch, &cl, &v)) return NULL;
+    int64_t need_log, lo, hi;
+    if (!parse(args, nargs, "rrrrnwwwwwnn", &bs, &m, &ld, &t, &tl, &need_log, &dh, &dl, &ch, &cl, &v, &lo, &hi))
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
-    segment_consts(m, ld, t, tl, ns, (int)need_log, dh, dl, ch, cl, v);
+    segment_consts(m, ld, t, tl, (int)need_log, dh, dl, ch, cl, v, lo, hi);
     Py_END_ALLOW_THREADS
     release(&bs);
     Py_RETURN_NONE;

@@ -216,9 +216,9 @@ static void segment_states(const char *x, int isz, int64_t N, int64_t F, const i
  * Special groups: all -inf or empty (den 1, c 0, v -inf); k entries +inf (den k, c log k, v +inf);
  * NaN (v NaN).
  */
-static void segment_consts(const double *m, const double *lead, const double *tail, const double *tlo, int64_t ns,
-                           int need_log, double *dhi, double *dlo, double *chi, double *clo, double *v) {
-    for (int64_t k = 0; k < ns; k++) {
+static void segment_consts(const double *m, const double *lead, const double *tail, const double *tlo, int need_log,
+                           double *dhi, double *dlo, double *chi, double *clo, double *v, int64_t lo, int64_t hi) {
+    for (int64_t k = lo; k < hi; k++) { /* groups apart: threads split them */
         double mk = m[k];
         dd den = {1.0, 0.0}, c = {0.0, 0.0};
         if (mk == LSE_INF) {
