@@ -320,3 +320,21 @@ def test_values_that_cancel_against_their_maximum_are_recomputed():
     for got in (lse.segment_logsumexp(x, ids, 4), lt.segment_logsumexp(torch.tensor(x), torch.tensor(ids)).numpy()):
         for g in range(4):
             assert ulp_error(got[g], mp_lse(x[ids == g]), "float64") <= 1.0, g
+
+
+def test_torch_func_takes_the_torch_operations_and_agrees():
+    """torch.func wraps its tensors (the kernels cannot read them): the torch operations answer, and
+    their gradient is the kernels' one."""
+    rng = np.random.default_rng(14)
+    x = torch.tensor(rng.normal(size=(20, 3)))
+    idx = torch.tensor(rng.integers(0, 4, 20))
+    w = torch.arange(20.0, dtype=torch.float64)[:, None]
+
+    def f(v):
+        return (lt.segment_softmax(v, idx, num_nodes=4) * w).sum()
+
+    xx = x.clone().requires_grad_()
+    f(xx).backward()  # the kernels
+    torch.testing.assert_close(torch.func.grad(f)(x), xx.grad, rtol=1e-13, atol=1e-15)
+    batched = torch.func.vmap(lambda v: lt.segment_logsumexp(v, idx, num_nodes=4))(torch.stack([x, 2 * x]))
+    torch.testing.assert_close(batched[1], lt.segment_logsumexp(2 * x, idx, num_nodes=4), rtol=1e-14, atol=0)
