@@ -732,7 +732,8 @@ def segment_forward(x: np.ndarray, ids: np.ndarray, num_segments: int, kind: str
     consts = np.empty((5, num_segments, F))
     v = np.empty((num_segments, F))
     # a log per group costs about 50 entries' work: threads split the groups as for that many entries
-    _run(k.segment_consts, ns, 50 * ns, *st, int(kind != "softmax"), consts[1], consts[2], consts[3], consts[4], v)
+    need_log = 0 if kind == "softmax" else 2 if x.dtype == np.float32 else 1  # float32: a plain double log
+    _run(k.segment_consts, ns, 50 * ns, *st, need_log, consts[1], consts[2], consts[3], consts[4], v)
     consts[0] = st[0].reshape(num_segments, F)
     if kind == "lse":
         _segment_fix_cancelling(x, ids, consts[0], v)
