@@ -235,11 +235,7 @@ class _VocabParallelLogProbs(torch.autograd.Function):
         acc = K.acc_dtype(x.dtype)
         mine = torch.zeros(n + 1, 5, dtype=torch.float64, device=x.device)
         _local_state(x, t, start, ignore_index, temperature, mine[:n])
-        mine[n] = torch.tensor([start, width, ignore_index, temperature, float(want_entropy)],
-                               dtype=torch.float64)
-        gathered = _all_gather(mine, _Plan(group, world))
-        lp, ent, saved = _merge_gathered(gathered, t, tokens.shape, ignore_index, world, acc,
-                                         check=x.device.type == "cpu")
+        lp, ent, saved = _gather_and_merge(mine, t, tokens.shape, plan, width, acc)
         ctx.save_for_backward(x, t, *saved)
         ctx.plan = plan
         ctx.logits_shape = logits.shape
@@ -281,11 +277,7 @@ class _VocabParallelLinearLogProbs(torch.autograd.Function):
         mine = torch.zeros(n + 1, 5, dtype=torch.float64, device=h.device)
         for sl in _token_chunks(n, width, acc, chunk_rows):
             _local_state(_head(h[sl], weight, bias), t[sl], start, ignore_index, temperature, mine[sl])
-        mine[n] = torch.tensor([start, width, ignore_index, temperature, float(want_entropy)],
-                               dtype=torch.float64)
-        gathered = _all_gather(mine, _Plan(group, world))
-        lp, ent, saved = _merge_gathered(gathered, t, tokens.shape, ignore_index, world, acc,
-                                         check=h.device.type == "cpu")
+        lp, ent, saved = _gather_and_merge(mine, t, tokens.shape, plan, width, acc)
         ctx.save_for_backward(h, weight, bias, t, *saved)
         ctx.plan = plan
         ctx.hidden_shape = hidden.shape
@@ -334,6 +326,16 @@ def _token_chunks(n: int, width: int, acc: torch.dtype, chunk_rows: int):
 def _head(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """One chunk's logits of this slice, in the input dtype (as the model's head computes them)."""
     return torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()
+
+
+def _gather_and_merge(mine: Tensor, t: Tensor, shape: torch.Size, plan: tuple, width: int,
+                      acc: torch.dtype) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """This rank's local states ``mine[:N]`` with its header row ``mine[N]`` (slice start, width and
+    the options, which every rank must agree on), gathered from every rank and merged."""
+    group, world, start, ignore_index, temperature, want_entropy = plan[:6]
+    mine[-1] = torch.tensor([start, width, ignore_index, temperature, float(want_entropy)], dtype=torch.float64)
+    gathered = _all_gather(mine, _Plan(group, world))
+    return _merge_gathered(gathered, t, shape, ignore_index, world, acc, check=mine.device.type == "cpu")
 
 
 def _merge_gathered(gathered: Tensor, t: Tensor, shape: torch.Size, ignore_index: int, world: int,
